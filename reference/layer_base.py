@@ -1,0 +1,149 @@
+"""State and bookkeeping shared by the weight-centric (POET) and input-centric (POET-X) layers.
+
+Both layers hold exactly the same state, under the same state_dict keys, so a checkpoint of one loads
+into the other:
+  weight        frozen W0 (out x in), a Parameter with requires_grad=False
+  skew_in       packed skew parameters of the input-side blocks (flat, see blocks.BlockLayout)
+  skew_out      packed skew parameters of the output-side blocks
+  bias          optional, trainable
+  perm_in, inv_perm_in, perm_out, inv_perm_out   long buffers
+The layer computes y = x W^T + bias with W = R W0 P, R = Pi_out^T D_out Pi_out, P = Pi_in^T D_in Pi_in,
+D = blockdiag of Cayley(-Neumann) orthogonal blocks. With zero skew parameters W == W0.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .blocks import BlockLayout, block_stochastic_apply
+from .cayley import DEFAULT_NEUMANN_TERMS
+
+
+def init_frozen_weight_(w: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """The paper's W0: Gaussian entries, each output row normalised to unit L2 norm."""
+    with torch.no_grad():
+        tmp = torch.randn(w.shape, dtype=torch.float32, device=w.device, generator=generator)
+        tmp /= tmp.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        w.copy_(tmp)
+    return w
+
+
+class POETLayerBase(nn.Module):
+    """Common parameters, permutations, effective weight and merge for POET and POET-X layers."""
+
+    def __init__(self, in_features: int, out_features: int, block_size: int, bias: bool = False,
+                 cayley: str = "neumann", neumann_terms: int = DEFAULT_NEUMANN_TERMS,
+                 device=None, dtype=None):
+        super().__init__()
+        if block_size <= 0:
+            raise ValueError(f"block_size must be positive, got {block_size}")
+        if cayley not in ("neumann", "exact"):
+            raise ValueError(f"cayley must be 'neumann' or 'exact', got {cayley!r}")
+        factory = {"device": device, "dtype": dtype}
+        self.in_features = in_features
+        self.out_features = out_features
+        self.block_size = block_size
+        self.cayley = cayley
+        self.neumann_terms = neumann_terms
+        self.layout_in = BlockLayout(in_features, block_size)
+        self.layout_out = BlockLayout(out_features, block_size)
+        self.weight = nn.Parameter(torch.empty(out_features, in_features, **factory), requires_grad=False)
+        self.skew_in = nn.Parameter(torch.zeros(self.layout_in.n_params, **factory))
+        self.skew_out = nn.Parameter(torch.zeros(self.layout_out.n_params, **factory))
+        self.bias = nn.Parameter(torch.zeros(out_features, **factory)) if bias else None
+        long = {"device": device, "dtype": torch.long}
+        for name, n in (("perm_in", in_features), ("perm_out", out_features)):
+            self.register_buffer(name, torch.arange(n, **long))
+            self.register_buffer("inv_" + name, torch.arange(n, **long))
+        if self.weight.device.type != "meta":
+            self.reset_parameters()
+
+    def extra_repr(self) -> str:
+        return (f"in_features={self.in_features}, out_features={self.out_features}, "
+                f"block_size={self.block_size}, bias={self.bias is not None}, cayley={self.cayley}")
+
+    # --- initialisation and permutations -------------------------------------------------------
+    def reset_parameters(self) -> None:
+        """W0 from the paper's init, zero skew (identity transforms), fresh permutations."""
+        init_frozen_weight_(self.weight)
+        with torch.no_grad():
+            self.skew_in.zero_()
+            self.skew_out.zero_()
+            if self.bias is not None:
+                self.bias.zero_()
+        self.redraw_permutations()
+
+    @torch.no_grad()
+    def redraw_permutations(self, generator: torch.Generator | None = None) -> None:
+        for name, n in (("perm_in", self.in_features), ("perm_out", self.out_features)):
+            perm = torch.randperm(n, generator=generator).to(self.weight.device)
+            getattr(self, name).copy_(perm)
+            getattr(self, "inv_" + name).copy_(torch.argsort(perm))
+
+    # --- transforms ----------------------------------------------------------------------------
+    def transforms(self):
+        """(G_in_full, G_in_tail, G_out_full, G_out_tail): the orthogonal blocks of both sides."""
+        gi = self.layout_in.blocks(self.skew_in, self.cayley, self.neumann_terms)
+        go = self.layout_out.blocks(self.skew_out, self.cayley, self.neumann_terms)
+        return (*gi, *go)
+
+    def effective_weight(self) -> torch.Tensor:
+        """W = R W0 P as a dense out x in matrix, with layer(x) == x @ W.T (+ bias).
+
+        Computed input-centrically (W0 P row by row, then R on the left), so no dense R or P is built.
+        """
+        gi_f, gi_t, go_f, go_t = self.transforms()
+        w0p = block_stochastic_apply(self.weight, self.layout_in, gi_f, gi_t, self.perm_in,
+                                     self.inv_perm_in, transpose=False)
+        rw = block_stochastic_apply(w0p.T, self.layout_out, go_f, go_t, self.perm_out,
+                                    self.inv_perm_out, transpose=True)
+        return rw.T
+
+    @torch.no_grad()
+    def merge_and_reinit(self, generator: torch.Generator | None = None) -> None:
+        """Fold R and P into W0, zero the skew parameters, draw new permutations.
+
+        The layer's function is unchanged up to rounding (the fold is computed in float32 at least).
+        Resetting the optimizer state of the skew parameters is the optimizer owner's job (methods.py).
+        """
+        work = torch.float64 if self.weight.dtype == torch.float64 else torch.float32
+        saved = (self.weight.data, self.skew_in.data, self.skew_out.data)
+        self.weight.data = saved[0].to(work)
+        self.skew_in.data = saved[1].to(work)
+        self.skew_out.data = saved[2].to(work)
+        try:
+            merged = self.effective_weight()
+        finally:
+            self.weight.data, self.skew_in.data, self.skew_out.data = saved
+        self.weight.copy_(merged)
+        self.skew_in.zero_()
+        self.skew_out.zero_()
+        self.redraw_permutations(generator)
+
+    def flops_per_token(self) -> dict:
+        """Forward FLOPs per token: the dense GEMM and the block-diagonal work (for MFU)."""
+        gemm = 2 * self.in_features * self.out_features
+        block = 2 * (self.layout_in.n_full * self.layout_in.b ** 2 + self.layout_in.tail ** 2
+                     + self.layout_out.n_full * self.layout_out.b ** 2 + self.layout_out.tail ** 2)
+        return {"gemm": gemm, "block": block}
+
+    def cayley_flops(self) -> int:
+        """FLOPs to build all blocks from Q once per step (terms + 1 block matmuls of b^3 * 2)."""
+        total = 0
+        for lay in (self.layout_in, self.layout_out):
+            total += lay.n_full * 2 * lay.b ** 3 + 2 * lay.tail ** 3
+        return total * (self.neumann_terms + 1)
+
+
+def trainable_count(layer: POETLayerBase) -> int:
+    """Block-stochastic formula for one layer: sum over blocks of b_i (b_i - 1) / 2 (+ bias)."""
+    n = layer.layout_in.n_params + layer.layout_out.n_params
+    return n + (layer.out_features if layer.bias is not None else 0)
+
+
+def check_input(layer: POETLayerBase, x: torch.Tensor) -> None:
+    if x.shape[-1] != layer.in_features:
+        raise ValueError(f"expected last dim {layer.in_features}, got {tuple(x.shape)}")
+
+

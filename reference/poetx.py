@@ -1,0 +1,99 @@
+"""POET-X: the same function as POET, computed input-centrically.
+
+x -> gather(perm_in) -> block-diagonal batched multiply -> scatter -> W0 -> gather(perm_out)
+  -> block-diagonal -> scatter. No dense block-diagonal or permutation matrix is ever formed.
+
+Modes:
+  fast  plain autograd through the input-centric ops (saves intermediates, fastest backward);
+  mem   a custom autograd.Function that saves only x and the small orthogonal blocks and recomputes the
+        rest (including the W0 GEMM) in backward: least activation memory.
+Backends: "torch" (this file, readable, runs anywhere) and "triton" (poetx_bench.kernels, fused
+gather+block-multiply kernels and a fused Cayley-Neumann; falls back to torch where Triton is missing).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .blocks import BlockLayout, block_grad, blockwise_apply
+from .layer_base import POETLayerBase, check_input
+
+MODES = ("fast", "mem")
+BACKENDS = ("torch", "triton")
+
+
+def _side_forward(x, layout: BlockLayout, g_full, g_tail, perm, inv):
+    """x T^T for one side; returns (result, permuted input) so backward can reuse the permuted input."""
+    a = x.index_select(-1, perm)
+    return blockwise_apply(a, layout, g_full, g_tail, transpose=True).index_select(-1, inv), a
+
+
+class POETXMemFunction(torch.autograd.Function):
+    """Saves x and the orthogonal blocks only; recomputes activations in backward."""
+
+    @staticmethod
+    def forward(ctx, x, gi_f, gi_t, go_f, go_t, weight, perm_in, inv_in, perm_out, inv_out, layouts):
+        lay_in, lay_out = layouts
+        c, _ = _side_forward(x, lay_in, gi_f, gi_t, perm_in, inv_in)
+        h = F.linear(c, weight)
+        y, _ = _side_forward(h, lay_out, go_f, go_t, perm_out, inv_out)
+        ctx.save_for_backward(x, gi_f, gi_t, go_f, go_t, weight, perm_in, inv_in, perm_out, inv_out)
+        ctx.layouts = layouts
+        return y
+
+    @staticmethod
+    def backward(ctx, gy):
+        x, gi_f, gi_t, go_f, go_t, weight, perm_in, inv_in, perm_out, inv_out = ctx.saved_tensors
+        lay_in, lay_out = ctx.layouts
+        # recompute the forward activations that the gradients need
+        c, a = _side_forward(x, lay_in, gi_f, gi_t, perm_in, inv_in)
+        d = F.linear(c, weight).index_select(-1, perm_out)
+        # output side: e = d G_out^T (blockwise), y = e[:, inv_out]
+        ge = gy.index_select(-1, perm_out)
+        g_go_f, g_go_t = block_grad(ge, d, lay_out)
+        gh = blockwise_apply(ge, lay_out, go_f, go_t, transpose=False).index_select(-1, inv_out)
+        # W0 is frozen: only the input gradient of the GEMM
+        gb = (gh @ weight).index_select(-1, perm_in)
+        g_gi_f, g_gi_t = block_grad(gb, a, lay_in)
+        gx = blockwise_apply(gb, lay_in, gi_f, gi_t, transpose=False).index_select(-1, inv_in)
+        return (gx, g_gi_f, g_gi_t if gi_t is not None else None, g_go_f,
+                g_go_t if go_t is not None else None, None, None, None, None, None, None)
+
+
+class POETXLinear(POETLayerBase):
+    """Input-centric POET layer; same state and function as POETLinear."""
+
+    def __init__(self, in_features: int, out_features: int, block_size: int, mode: str = "fast",
+                 bias: bool = False, backend: str = "torch", **kwargs):
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        super().__init__(in_features, out_features, block_size, bias=bias, **kwargs)
+        self.mode = mode
+        self.backend = backend
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", mode={self.mode}, backend={self.backend}"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_input(self, x)
+        if self.backend == "triton":
+            from poetx_bench.kernels import poetx_triton_forward
+
+            y = poetx_triton_forward(self, x)
+        else:
+            y = self._torch_forward(x)
+        return y if self.bias is None else y + self.bias
+
+    def _torch_forward(self, x: torch.Tensor) -> torch.Tensor:
+        gi_f, gi_t, go_f, go_t = self.transforms()
+        if self.mode == "mem":
+            return POETXMemFunction.apply(x, gi_f, gi_t, go_f, go_t, self.weight, self.perm_in,
+                                          self.inv_perm_in, self.perm_out, self.inv_perm_out,
+                                          (self.layout_in, self.layout_out))
+        c, _ = _side_forward(x, self.layout_in, gi_f, gi_t, self.perm_in, self.inv_perm_in)
+        h = F.linear(c, self.weight)
+        y, _ = _side_forward(h, self.layout_out, go_f, go_t, self.perm_out, self.inv_perm_out)
+        return y

@@ -1,0 +1,98 @@
+"""Entry point of a point's own process: `python -m poetx_bench.child SPEC.json RESULT.json`.
+
+Runs exactly one point and writes {status, metrics, error, env, artifacts} to RESULT.json. Any failure of
+the point becomes a status here (oom, error, diverged); only a crash of the interpreter itself leaves no
+result, which the parent records as an error with the stderr tail.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import traceback
+from pathlib import Path
+
+
+def _apply_memory_cap(cfg: dict, cap_gb: float | None) -> None:
+    if not cap_gb:
+        return
+    import torch
+
+    from .measure import cap_cpu_memory
+
+    if cfg["device"] == "cuda":
+        total = torch.cuda.get_device_properties(0).total_memory
+        torch.cuda.set_per_process_memory_fraction(min(1.0, cap_gb * 1024**3 / total))
+    else:
+        cap_cpu_memory(int(cap_gb * 1024**3))
+
+
+def _peak_reached(device: str) -> int | None:
+    try:
+        import torch
+
+        if device == "cuda":
+            return int(torch.cuda.max_memory_allocated())
+        from .measure import cpu_peak_rss
+
+        return cpu_peak_rss()
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def run(spec: dict) -> dict:
+    from .env import environment
+    from .measure import is_oom
+
+    cfg = spec["config"]
+    result = {"status": "ok", "metrics": {}, "error": None, "artifacts": {}}
+    try:
+        result["env"] = environment()
+        _apply_memory_cap(cfg, spec.get("max_memory_gb") or cfg.get("max_memory_gb"))
+        if cfg["kind"] == "layer":
+            from .layer_point import run_layer_point
+
+            result["metrics"] = run_layer_point(cfg)
+        else:
+            from .train_point import run_train_point
+
+            metrics, trainer = run_train_point(cfg)
+            result["metrics"] = metrics
+            if any(not math.isfinite(x) for x in metrics["losses"]):
+                result["status"] = "diverged"
+                result["error"] = {"type": "Diverged", "message": "non-finite loss",
+                                   "traceback_tail": ""}
+            if spec.get("profile_dir"):
+                from .profiling import profile_trainer
+
+                result["artifacts"] = profile_trainer(trainer, Path(spec["profile_dir"]))
+    except BaseException as exc:  # noqa: BLE001 - every failure is a recorded status
+        tb = traceback.format_exc()
+        status = "oom" if is_oom(exc) else "error"
+        result["status"] = status
+        result["error"] = {"type": type(exc).__name__, "message": str(exc).splitlines()[0][:500] if str(exc) else "",
+                           "traceback_tail": tb[-3000:]}
+        if status == "oom":
+            result["metrics"]["peak_memory_bytes"] = _peak_reached(cfg["device"])
+            if spec.get("max_memory_gb"):
+                result["metrics"]["memory_cap_bytes"] = int(spec["max_memory_gb"] * 1024**3)
+    return result
+
+
+def main(argv=None) -> int:
+    argv = argv if argv is not None else sys.argv[1:]
+    spec = json.loads(Path(argv[0]).read_text())
+    result = run(spec)
+    out = Path(argv[1])
+    tmp = out.with_suffix(".tmp")
+    from .store import _json_default
+
+    tmp.write_text(json.dumps(result, default=_json_default))
+    os.replace(tmp, out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

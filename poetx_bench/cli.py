@@ -1,0 +1,254 @@
+"""`python -m poetx_bench COMMAND`: sweep, run, list, env, report, figures, gate, data.
+
+Exit codes: 0 done (whatever the points' statuses), 1 harness failure, 2 bad input, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import sys
+from pathlib import Path
+
+from .errors import HarnessError, UserError
+from .runner import EXIT_BAD_INPUT, EXIT_HARNESS, RunOptions, Runner, describe_point, estimate_seconds
+
+
+def best_device() -> str:
+    try:
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    except Exception:  # noqa: BLE001
+        return "cpu"
+
+
+def _default_out(tag: str) -> Path:
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / f"{stamp}-{tag}"
+
+
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available, else cpu")
+    p.add_argument("--out", type=Path, help="output folder (default runs/<timestamp>-<suite>)")
+    p.add_argument("--max-memory-gb", type=float, help="memory cap that makes OOM reproducible")
+    p.add_argument("--timeout", type=float, help="seconds per point (default: the suite's)")
+    p.add_argument("--profile", action="store_true",
+                   help="after each timed point, a separate profiled pass (trace + memory snapshot)")
+    p.add_argument("--quiet", action="store_true", help="no per-point progress lines")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m poetx_bench", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command")
+
+    sw = sub.add_parser("sweep", help="run a suite, one isolated process per point")
+    sw.add_argument("--suite", default="smoke", help="suite name (suites/NAME.toml) or path (default smoke)")
+    sw.add_argument("--resume", action="store_true", help="skip points that already have a final row")
+    sw.add_argument("--dry-run", action="store_true", help="list the points, their count and an ETA")
+    sw.add_argument("--filter", action="append", default=[], metavar="KEY=VALUE",
+                    help="keep points whose config KEY equals VALUE (repeatable; a,b = any of)")
+    _add_run_options(sw)
+
+    run = sub.add_parser("run", help="one training point, same row format")
+    run.add_argument("--method", required=True)
+    run.add_argument("--model", required=True)
+    run.add_argument("--block-size", type=int, default=256)
+    run.add_argument("--seq-len", type=int, default=256)
+    run.add_argument("--batch-size", type=int, default=1)
+    run.add_argument("--steps", type=int, default=10)
+    run.add_argument("--warmup-steps", type=int, default=3)
+    run.add_argument("--dtype", default="auto")
+    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--data", default="default", help="'default' corpus, 'synthetic', or a file path")
+    run.add_argument("--backend", default="torch", choices=["torch", "triton"])
+    _add_run_options(run)
+
+    sub.add_parser("list", help="suites, models and methods")
+    sub.add_parser("env", help="the environment record every row carries")
+
+    _add_plugin(sub, "report", "render a report from results JSONL files", "poetx_bench.report.cli",
+                "add_report_arguments")
+    _add_plugin(sub, "figures", "regenerate the POET-X paper's figures and tables", "poetx_bench.report.cli",
+                "add_figures_arguments")
+    _add_plugin(sub, "gate", "compare a run against a baseline; exit 1 on regression", "poetx_bench.gate",
+                "add_arguments")
+    _add_plugin(sub, "data", "prepare or inspect training data", "poetx_bench.data.cli", "add_arguments")
+    return parser
+
+
+def _add_plugin(sub, name: str, help_: str, module: str, adder: str) -> None:
+    """Subcommands that live in their own modules register their own arguments."""
+    import importlib
+
+    p = sub.add_parser(name, help=help_)
+    try:
+        getattr(importlib.import_module(module), adder)(p)
+    except (ImportError, AttributeError) as exc:  # keep the other commands usable
+        p.set_defaults(plugin_error=f"{name} is unavailable: {exc}")
+
+
+def cmd_sweep(args) -> int:
+    from .suite import apply_filters, load_suite
+
+    device = args.device or best_device()
+    suite = load_suite(args.suite, device=device)
+    points = apply_filters(suite.points, args.filter)
+    if args.dry_run:
+        total = 0.0
+        for p in points:
+            est = estimate_seconds(p["config"])
+            total += est
+            print(f"{p['point_id']}  {describe_point(p['config'])}  ~{est:.0f}s")
+        print(f"{len(points)} points in suite {suite.name} on {device}; estimated {total / 60:.1f} min")
+        return 0
+    if not points:
+        raise UserError(f"suite {suite.name}: no points left after filters {args.filter}")
+    if device == "cuda" and best_device() != "cuda":
+        raise UserError("--device cuda: no CUDA device is available")
+    out = args.out or _default_out(suite.name)
+    _prepare_data(points, quiet=args.quiet)
+    opts = RunOptions(out_dir=out, resume=args.resume, max_memory_gb=args.max_memory_gb,
+                      timeout=args.timeout, quiet=args.quiet, profile=args.profile, suite_name=suite.name)
+    print(f"sweep {suite.name}: {len(points)} points on {device} -> {out / 'results.jsonl'}", file=sys.stderr)
+    rc = Runner(opts).run(points)
+    _print_summary(out / "results.jsonl", points)
+    return rc
+
+
+def _prepare_data(points: list[dict], quiet: bool) -> None:
+    """Open each distinct dataset once in the parent: fails fast on bad data (exit 2) and fills the
+    caches (corpus, tokenizer, token stream) so points don't race to build them."""
+    seen = set()
+    for p in points:
+        cfg = p["config"]
+        if cfg["kind"] != "train" or cfg.get("data") == "synthetic":
+            continue
+        key = (cfg.get("data"), cfg.get("vocab_size", 32000), cfg.get("tokenizer", "bpe"))
+        if key in seen:
+            continue
+        seen.add(key)
+        from .train_point import open_data
+
+        ds = open_data(cfg)
+        if not quiet:
+            print(f"data: {json.dumps(ds.describe())}", file=sys.stderr)
+
+
+def _print_summary(results: Path, points: list[dict]) -> None:
+    from .store import read_rows
+
+    if not results.exists():
+        return
+    wanted = {p["point_id"] for p in points}
+    rows = [r for r in read_rows(results, warn=False) if r["point_id"] in wanted]
+    print(f"\n{'point':52} {'status':9} {'tok/s':>10} {'ms':>9} {'peak GiB':>9} {'loss':>8}")
+    for r in rows:
+        m = r.get("metrics") or {}
+        tps = f"{m['tokens_per_s']:.0f}" if m.get("tokens_per_s") else "-"
+        ms = f"{m['fwd_bwd_ms']:.3f}" if m.get("fwd_bwd_ms") else "-"
+        peak = f"{m['peak_memory_bytes'] / 2**30:.3f}" if m.get("peak_memory_bytes") else "-"
+        loss = f"{m['final_loss']:.3f}" if m.get("final_loss") is not None else "-"
+        print(f"{describe_point(r['config']):52} {r['status']:9} {tps:>10} {ms:>9} {peak:>9} {loss:>8}")
+    counts = {}
+    for r in rows:
+        counts[r["status"]] = counts.get(r["status"], 0) + 1
+    print(f"\n{len(rows)} rows ({', '.join(f'{k}: {v}' for k, v in sorted(counts.items()))}) in {results}")
+
+
+def cmd_run(args) -> int:
+    from .reference.methods import METHODS
+    from .reference.models import MODEL_CONFIGS
+    from .suite import TRAIN_DEFAULTS, point_id, resolve_dtype
+
+    if args.method not in METHODS:
+        raise UserError(f"--method {args.method!r}: unknown (known: {', '.join(METHODS)})")
+    if args.model not in MODEL_CONFIGS:
+        raise UserError(f"--model {args.model!r}: unknown (known: {', '.join(MODEL_CONFIGS)})")
+    for name in ("block_size", "seq_len", "batch_size", "steps"):
+        if getattr(args, name) <= 0:
+            raise UserError(f"--{name.replace('_', '-')} {getattr(args, name)}: must be positive")
+    if args.data not in ("default", "synthetic") and not Path(args.data).exists():
+        raise UserError(f"--data {args.data}: no such file")
+    device = args.device or best_device()
+    uses_blocks = METHODS[args.method].uses_blocks
+    cfg = {"kind": "train", "method": args.method, "model": args.model,
+           "block_size": args.block_size if uses_blocks else None, "seq_len": args.seq_len,
+           "batch_size": args.batch_size, "device": device, **TRAIN_DEFAULTS,
+           "steps": args.steps, "warmup_steps": args.warmup_steps, "seed": args.seed,
+           "data": args.data, "backend": args.backend, "dtype": resolve_dtype(args.dtype, device)}
+    point = {"config": cfg, "point_id": point_id(cfg)}
+    out = args.out or _default_out("run")
+    _prepare_data([point], quiet=args.quiet)
+    opts = RunOptions(out_dir=out, max_memory_gb=args.max_memory_gb, timeout=args.timeout,
+                      quiet=args.quiet, profile=args.profile, suite_name="run")
+    rc = Runner(opts).run([point])
+    _print_summary(out / "results.jsonl", [point])
+    return rc
+
+
+def cmd_list(args) -> int:
+    from .reference.methods import METHODS
+    from .reference.models import MODEL_CONFIGS
+    from .suite import list_suites
+
+    print("suites:")
+    for name, desc in list_suites():
+        print(f"  {name:18} {desc}")
+    print("models:")
+    for c in MODEL_CONFIGS.values():
+        print(f"  {c.name:6} hidden {c.hidden}, ffn {c.intermediate}, heads {c.n_heads}, layers {c.n_layers}")
+    print("methods:")
+    for m in METHODS.values():
+        print(f"  {m.name:12} {m.description}")
+    return 0
+
+
+def cmd_env(args) -> int:
+    from .env import environment
+
+    print(json.dumps(environment(), indent=2))
+    return 0
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return EXIT_BAD_INPUT
+    if getattr(args, "plugin_error", None):
+        print(f"harness error: {args.plugin_error}", file=sys.stderr)
+        return EXIT_HARNESS
+    handlers = {"sweep": cmd_sweep, "run": cmd_run, "list": cmd_list, "env": cmd_env}
+    try:
+        if args.command in handlers:
+            return handlers[args.command](args)
+        if args.command == "report":
+            from .report import cli as report_cli
+
+            return report_cli.report_main(args)
+        if args.command == "figures":
+            from .report import cli as report_cli
+
+            return report_cli.figures_main(args)
+        if args.command == "gate":
+            from . import gate
+
+            return gate.main(args)
+        if args.command == "data":
+            from .data import cli as data_cli
+
+            return data_cli.main(args)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except HarnessError as exc:
+        print(f"harness error: {exc}", file=sys.stderr)
+        return EXIT_HARNESS
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    parser.print_help()
+    return EXIT_BAD_INPUT

@@ -1,0 +1,166 @@
+"""One single-layer latency point: forward+backward of nn.Linear, POET or POET-X on one input.
+
+The total is timed with `triton.testing.do_bench` on GPU (median and quartiles) or a perf_counter loop on
+CPU. The breakdown into Cayley / permutation / matmul / other comes from a separate torch.profiler pass:
+each op's self time (device time on GPU) is classified by op name and input shapes (`classify_op`);
+forward comes from a forward-only profile, backward from the forward+backward profile minus it.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import torch
+from torch import nn
+
+from .flops import layer_fwd_bwd_flops
+from .measure import bf16_peak_flops, summarize
+from .reference.poet import POETLinear
+from .reference.poetx import POETXLinear
+from .train_point import DTYPES
+
+CATEGORIES = ("cayley", "permutation", "matmul", "other")
+PERM_OPS = ("index_select", "index_add", "index_put", "gather", "scatter", "index_copy", "aten::index",
+            "index_backward")
+MATMUL_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::linear", "aten::matmul",
+              "aten::_efficientzerotensor", "linalg_solve", "linalg_lu", "aten::einsum")
+
+
+def build_layer(cfg: dict, device, dtype) -> nn.Module:
+    fin, fout, b = cfg["in_features"], cfg["out_features"], cfg.get("block_size")
+    if cfg["method"] == "linear":
+        return nn.Linear(fin, fout, bias=False, device=device, dtype=dtype)
+    if cfg["method"] == "poet":
+        layer = POETLinear(fin, fout, b, device=device, dtype=dtype)
+    else:
+        layer = POETXLinear(fin, fout, b, mode=cfg["method"].split("-")[1], device=device, dtype=dtype,
+                            backend=cfg.get("backend", "torch"))
+    with torch.no_grad():  # non-trivial transforms, as mid-training
+        layer.skew_in.normal_(0, 1e-2)
+        layer.skew_out.normal_(0, 1e-2)
+    return layer
+
+
+def _is_square_blocks(shapes) -> bool:
+    """Cayley work acts on stacks of b x b blocks: every tensor input is (..., b, b)."""
+    dims = [s for s in shapes if s]
+    return bool(dims) and all(len(s) >= 2 and s[-1] == s[-2] for s in dims)
+
+
+def classify_op(name: str, shapes, layer_dims: tuple[int, int]) -> str:
+    """Map one profiled op to a latency category (see module docstring)."""
+    lname = name.lower()
+    if "cayley" in lname:
+        return "cayley"
+    if "perm" in lname or "block" in lname:  # fused Triton gather + block-diagonal kernels
+        return "permutation"
+    if any(k in name for k in PERM_OPS):
+        if shapes and shapes[0] and len(shapes[0]) == 3 and _is_square_blocks(shapes[:1]):
+            return "cayley"  # scattering packed skew params into Q blocks
+        return "permutation"
+    if any(k in name for k in MATMUL_OPS):
+        if _is_square_blocks(shapes):
+            dims = [s[-1] for s in shapes if s]
+            # dense permutation products of weight-centric POET: square dim x dim with dim a layer side
+            if all(len(s) == 2 for s in shapes if s) and dims and dims[0] in layer_dims:
+                return "permutation"
+            return "cayley"
+        return "matmul"
+    return "other"
+
+
+def _profile_categories(fn, n_iter: int, device, layer_dims) -> dict:
+    acts = [torch.profiler.ProfilerActivity.CPU]
+    if device.type == "cuda":
+        acts.append(torch.profiler.ProfilerActivity.CUDA)
+    with torch.profiler.profile(activities=acts, record_shapes=True) as prof:
+        for _ in range(n_iter):
+            fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+    out = dict.fromkeys(CATEGORIES, 0.0)
+    for evt in prof.key_averages(group_by_input_shape=True):
+        if evt.key.startswith(("ProfilerStep", "autograd::engine")) and device.type != "cuda":
+            continue
+        t = evt.self_device_time_total if device.type == "cuda" else evt.self_cpu_time_total
+        if t <= 0:
+            continue
+        out[classify_op(evt.key, evt.input_shapes, layer_dims)] += t / 1e3 / n_iter  # us -> ms
+    return out
+
+
+def _time_cpu(fn, warmup: int, repeats: int) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    samples = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        samples.append((time.perf_counter() - t0) * 1e3)
+    return samples
+
+
+def run_layer_point(cfg: dict) -> dict:
+    device = torch.device(cfg["device"])
+    dtype = DTYPES[cfg["dtype"]]
+    torch.manual_seed(cfg["seed"])
+    layer = build_layer(cfg, device, dtype)
+    x = torch.randn(cfg["tokens"], cfg["in_features"], device=device, dtype=dtype, requires_grad=True)
+    gy = torch.randn(cfg["tokens"], cfg["out_features"], device=device, dtype=dtype)
+
+    def fwd():
+        with torch.no_grad():
+            layer(x)
+
+    def fwd_train():
+        return layer(x)
+
+    def fwd_bwd():
+        layer(x).backward(gy)
+        x.grad = None
+        for p in layer.parameters():
+            p.grad = None
+
+    repeats, warmup = cfg.get("repeats", 50), cfg.get("warmup_steps", 10)
+    if device.type == "cuda":
+        import triton.testing
+
+        q = triton.testing.do_bench(fwd_bwd, warmup=max(25, warmup), rep=max(100, repeats * 2),
+                                    quantiles=[0.25, 0.5, 0.75])
+        median, iqr = q[1], q[2] - q[0]
+        qf = triton.testing.do_bench(fwd_train, warmup=25, rep=100, quantiles=[0.25, 0.5, 0.75])
+        fwd_ms = qf[1]
+        samples = None
+    else:
+        samples = _time_cpu(fwd_bwd, warmup, repeats)
+        s = summarize(samples)
+        median, iqr = s["median"], s["iqr"]
+        fwd_ms = statistics.median(_time_cpu(fwd_train, 2, max(3, repeats // 2)))
+    dims = (cfg["in_features"], cfg["out_features"])
+    n_prof = 5 if device.type == "cuda" else 2
+    fwd_cat = _profile_categories(fwd_train, n_prof, device, dims)
+    all_cat = _profile_categories(fwd_bwd, n_prof, device, dims)
+    bwd_cat = {k: max(0.0, all_cat[k] - fwd_cat[k]) for k in CATEGORIES}
+    flops = layer_fwd_bwd_flops(cfg["method"], dims[0], dims[1], cfg["tokens"], cfg.get("block_size"))
+    metrics = {
+        "fwd_bwd_ms": median,
+        "fwd_bwd_ms_iqr": iqr,
+        "fwd_ms": fwd_ms,
+        "noisy": bool(iqr / median > 0.10) if median else None,
+        "samples_ms": samples,
+        "breakdown_ms": {"forward": fwd_cat, "backward": bwd_cat},
+        "breakdown_source": "torch.profiler self %s time by op name and shape"
+                            % ("device" if device.type == "cuda" else "CPU"),
+        "flops": flops,
+        "tflops": flops / (median * 1e-3) / 1e12 if median else None,
+        "trainable_params": sum(p.numel() for p in layer.parameters() if p.requires_grad),
+        "total_params": sum(p.numel() for p in layer.parameters()),
+    }
+    if device.type == "cuda":
+        from .env import static_env
+
+        peak = bf16_peak_flops(static_env().get("device_name"))
+        metrics["mfu"] = metrics["tflops"] * 1e12 / peak if peak and metrics["tflops"] else None
+        metrics["peak_memory_bytes"] = torch.cuda.max_memory_allocated()
+    return metrics

@@ -1,0 +1,218 @@
+"""Measurements inside a point's process: peak memory (with breakdown), step timing, NVML sampling, MFU.
+
+Peak memory: on CUDA the allocator's peak allocated bytes since the reset after the model was built; on
+CPU the process's peak RSS (VmHWM, reset through /proc/self/clear_refs where the kernel allows it).
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import statistics
+import threading
+import time
+from pathlib import Path
+
+import torch
+
+# bf16 dense tensor-core peaks (FLOP/s), from the vendors' data sheets
+BF16_PEAK_FLOPS = {"H100 SXM": 989.4e12, "H100 80GB HBM3": 989.4e12, "H100 PCIe": 756.0e12,
+                   "H100": 989.4e12, "H200": 989.4e12, "A100": 312.0e12, "L40S": 362.05e12,
+                   "RTX 4090": 165.2e12}
+
+
+def bf16_peak_flops(device_name: str | None) -> float | None:
+    if not device_name:
+        return None
+    for key, val in BF16_PEAK_FLOPS.items():
+        if key in device_name:
+            return val
+    return None
+
+
+# --- CPU memory ------------------------------------------------------------------------------------
+def _status_field(field: str) -> int | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def reset_cpu_peak() -> bool:
+    """Reset VmHWM to the current RSS (Linux >= 4.0). False where not allowed."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def cpu_peak_rss() -> int:
+    hwm = _status_field("VmHWM")
+    if hwm is not None:
+        return hwm
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def cap_cpu_memory(extra_bytes: int) -> None:
+    """Let this process allocate at most `extra_bytes` of address space beyond what it has now."""
+    current = _status_field("VmSize") or 0
+    limit = current + int(extra_bytes)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+
+def is_oom(exc: BaseException) -> bool:
+    if isinstance(exc, (torch.cuda.OutOfMemoryError, MemoryError)):
+        return True
+    msg = str(exc)
+    return ("out of memory" in msg.lower() or "can't allocate memory" in msg
+            or "DefaultCPUAllocator" in msg)
+
+
+# --- memory breakdown ------------------------------------------------------------------------------
+def _nbytes(t: torch.Tensor) -> int:
+    return t.numel() * t.element_size()
+
+
+def memory_breakdown(model: torch.nn.Module, optimizer: torch.optim.Optimizer, peak: int) -> dict:
+    """Bytes of frozen params, trainable params, gradients, optimizer state; the rest of the peak is
+    activations and everything else (workspace, allocator fragmentation, temporaries)."""
+    frozen = sum(_nbytes(p) for p in model.parameters() if not p.requires_grad)
+    trainable = sum(_nbytes(p) for p in model.parameters() if p.requires_grad)
+    grads = trainable  # every trainable parameter holds a gradient of its own dtype at the peak
+    seen = set()
+    state = 0
+    for st in optimizer.state.values():
+        for v in st.values():
+            if torch.is_tensor(v) and v.data_ptr() not in seen:
+                seen.add(v.data_ptr())
+                state += _nbytes(v)
+    other = peak - (frozen + trainable + grads + state)
+    return {"frozen_params": frozen, "trainable_params": trainable, "gradients": grads,
+            "optimizer_state": state, "activations_other": other}
+
+
+# --- timing ------------------------------------------------------------------------------------------
+class StepTimer:
+    """Per-step wall time: CUDA events on GPU (no host sync inside the loop), perf_counter on CPU."""
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+        self.marks: list = []
+
+    def mark(self) -> None:
+        if self.cuda:
+            ev = torch.cuda.Event(enable_timing=True)
+            ev.record()
+            self.marks.append(ev)
+        else:
+            self.marks.append(time.perf_counter())
+
+    def durations(self) -> list[float]:
+        if len(self.marks) < 2:
+            return []
+        if self.cuda:
+            torch.cuda.synchronize()
+            return [a.elapsed_time(b) / 1e3 for a, b in zip(self.marks, self.marks[1:])]
+        return [b - a for a, b in zip(self.marks, self.marks[1:])]
+
+
+def summarize(samples: list[float]) -> dict:
+    """Median, IQR and n; `noisy` when IQR/median exceeds 10%."""
+    if not samples:
+        return {"median": None, "iqr": None, "n": 0, "noisy": None}
+    med = statistics.median(samples)
+    if len(samples) >= 4:
+        q = statistics.quantiles(samples, n=4, method="inclusive")
+        iqr = q[2] - q[0]
+    else:
+        iqr = max(samples) - min(samples)
+    return {"median": med, "iqr": iqr, "n": len(samples), "noisy": bool(med and iqr / med > 0.10)}
+
+
+# --- NVML ----------------------------------------------------------------------------------------------
+class NvmlMonitor:
+    """Polls this process's GPU memory from NVML in a thread; records clocks, temperature, throttle reasons
+    and whether other processes share the GPU. Every failure degrades to None fields."""
+
+    def __init__(self, interval_s: float = 0.02, index: int = 0):
+        self.interval = interval_s
+        self.index = index
+        self.peak = None
+        self.other_processes: set[int] = set()
+        self._stop = threading.Event()
+        self._thread = None
+        self.handle = None
+        try:
+            import pynvml
+
+            pynvml.nvmlInit()
+            self.nvml = pynvml
+            self.handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+        except Exception:  # noqa: BLE001
+            self.nvml = None
+
+    def _sample(self) -> None:
+        pid = os.getpid()
+        try:
+            procs = self.nvml.nvmlDeviceGetComputeRunningProcesses(self.handle)
+        except Exception:  # noqa: BLE001
+            return
+        for p in procs:
+            if p.pid == pid and p.usedGpuMemory is not None:
+                self.peak = max(self.peak or 0, int(p.usedGpuMemory))
+            elif p.pid != pid:
+                self.other_processes.add(int(p.pid))
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._sample()
+
+    def start(self) -> NvmlMonitor:
+        if self.handle is not None:
+            self._thread = threading.Thread(target=self._loop, daemon=True)
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout=1)
+        if self.handle is not None:
+            self._sample()
+
+    def device_state(self) -> dict:
+        """Clocks (MHz), temperature (C), power (W), throttle reasons bitmask and their names."""
+        if self.handle is None:
+            return {}
+        n, h, out = self.nvml, self.handle, {}
+        probes = {
+            "sm_clock_mhz": lambda: n.nvmlDeviceGetClockInfo(h, n.NVML_CLOCK_SM),
+            "mem_clock_mhz": lambda: n.nvmlDeviceGetClockInfo(h, n.NVML_CLOCK_MEM),
+            "temperature_c": lambda: n.nvmlDeviceGetTemperature(h, n.NVML_TEMPERATURE_GPU),
+            "power_w": lambda: n.nvmlDeviceGetPowerUsage(h) / 1000.0,
+            "throttle_reasons": lambda: int(n.nvmlDeviceGetCurrentClocksEventReasons(h)),
+        }
+        for key, fn in probes.items():
+            try:
+                out[key] = fn()
+            except Exception:  # noqa: BLE001
+                out[key] = None
+        out["throttle_reason_names"] = _throttle_names(n, out.get("throttle_reasons"))
+        return out
+
+
+def _throttle_names(nvml, mask) -> list[str]:
+    if not mask:
+        return []
+    names = []
+    for attr in dir(nvml):
+        if attr.startswith("nvmlClocksEventReason") and attr not in ("nvmlClocksEventReasonAll",
+                                                                     "nvmlClocksEventReasonNone"):
+            val = getattr(nvml, attr)
+            if isinstance(val, int) and val and mask & val == val:
+                names.append(attr.replace("nvmlClocksEventReason", ""))
+    return sorted(set(names))

@@ -1,0 +1,186 @@
+"""Runs points, each in a freshly spawned process with a timeout, and appends one row per point.
+
+A point's failure (OOM, exception, crash, timeout, divergence) becomes its row's status; the sweep goes
+on. Ctrl-C kills the running point and stops; every finished row is already on disk (fsynced), and
+`--resume` skips the points that have a final row.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .env import environment
+from .store import SCHEMA_VERSION, append_row, finished_point_ids
+
+EXIT_OK, EXIT_HARNESS, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+@dataclass
+class RunOptions:
+    out_dir: Path
+    resume: bool = False
+    max_memory_gb: float | None = None
+    timeout: float | None = None
+    quiet: bool = False
+    profile: bool = False
+    suite_name: str = "adhoc"
+
+
+def describe_point(cfg: dict) -> str:
+    if cfg["kind"] == "layer":
+        b = f" b{cfg['block_size']}" if cfg.get("block_size") else ""
+        return f"{cfg['method']} {cfg['in_features']}->{cfg['out_features']} N{cfg['tokens']}{b}"
+    b = f" b{cfg['block_size']}" if cfg.get("block_size") else ""
+    return f"{cfg['method']} {cfg['model']}{b} L{cfg['seq_len']} B{cfg['batch_size']}"
+
+
+def _fmt_s(s: float) -> str:
+    s = int(s)
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+def point_summary(row: dict) -> str:
+    m = row.get("metrics") or {}
+    parts = [row["status"]]
+    if m.get("tokens_per_s"):
+        parts.append(f"{m['tokens_per_s']:.0f} tok/s")
+    if m.get("fwd_bwd_ms"):
+        parts.append(f"{m['fwd_bwd_ms']:.3f} ms")
+    if m.get("peak_memory_bytes"):
+        parts.append(f"peak {m['peak_memory_bytes'] / 2**30:.2f} GiB")
+    if m.get("final_loss") is not None:
+        parts.append(f"loss {m['final_loss']:.3f}")
+    if m.get("noisy"):
+        parts.append("NOISY")
+    if m.get("other_gpu_processes"):
+        parts.append("WARNING: other processes on the GPU")
+    if row.get("error") and row["status"] != "ok":
+        parts.append(f"({row['error'].get('type')}: {row['error'].get('message', '')[:80]})")
+    return ", ".join(parts)
+
+
+class Runner:
+    def __init__(self, opts: RunOptions):
+        self.opts = opts
+        self.results = opts.out_dir / "results.jsonl"
+        self.last_env: dict | None = None
+        self.child: subprocess.Popen | None = None
+
+    def log(self, msg: str) -> None:
+        if not self.opts.quiet:
+            print(msg, file=sys.stderr, flush=True)
+
+    def run(self, points: list[dict]) -> int:
+        self.opts.out_dir.mkdir(parents=True, exist_ok=True)
+        done = finished_point_ids(self.results) if self.opts.resume else set()
+        todo = [p for p in points if p["point_id"] not in done]
+        if done:
+            self.log(f"resume: {len(points) - len(todo)} of {len(points)} points already have a row")
+        started = time.monotonic()
+        rows = []
+        try:
+            for i, point in enumerate(todo, 1):
+                t0 = time.monotonic()
+                row = self.run_point(point)
+                append_row(self.results, row)
+                rows.append(row)
+                elapsed = time.monotonic() - started
+                eta = elapsed / i * (len(todo) - i)
+                self.log(f"[{i}/{len(todo)}] {describe_point(point['config'])}: {point_summary(row)} "
+                         f"({time.monotonic() - t0:.1f}s, ETA {_fmt_s(eta)})")
+        except KeyboardInterrupt:
+            self._kill_child()
+            self.log(f"interrupted: {len(rows)} finished rows kept in {self.results}")
+            return EXIT_INTERRUPTED
+        return EXIT_OK
+
+    def _kill_child(self) -> None:
+        if self.child and self.child.poll() is None:
+            try:
+                os.killpg(self.child.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                self.child.kill()
+            self.child.wait()
+
+    def run_point(self, point: dict) -> dict:
+        cfg = point["config"]
+        pid = point["point_id"]
+        work = self.opts.out_dir / "points"
+        work.mkdir(parents=True, exist_ok=True)
+        spec_path, result_path, log_path = (work / f"{pid}.spec.json", work / f"{pid}.result.json",
+                                            work / f"{pid}.log")
+        result_path.unlink(missing_ok=True)
+        spec = {"config": cfg, "point_id": pid, "max_memory_gb": self.opts.max_memory_gb}
+        if self.opts.profile:
+            spec["profile_dir"] = str(self.opts.out_dir / "profiles" / pid)
+        spec_path.write_text(json.dumps(spec))
+        timeout = self.opts.timeout or cfg.get("timeout")
+        t0 = time.monotonic()
+        with open(log_path, "w") as log:
+            self.child = subprocess.Popen(
+                [sys.executable, "-m", "poetx_bench.child", str(spec_path), str(result_path)],
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            try:
+                rc = self.child.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self._kill_child()
+                return self._row(point, "timeout", {}, {"type": "Timeout", "message":
+                                 f"no result after {timeout:.0f}s", "traceback_tail": _tail(log_path)})
+            except KeyboardInterrupt:
+                self._kill_child()
+                raise
+        wall = time.monotonic() - t0
+        if result_path.exists():
+            res = json.loads(result_path.read_text())
+            self.last_env = res.get("env") or self.last_env
+            metrics = res.get("metrics") or {}
+            metrics["point_wall_s"] = wall
+            row = self._row(point, res["status"], metrics, res.get("error"), res.get("env"))
+            if res.get("artifacts"):
+                row["artifacts"] = res["artifacts"]
+            return row
+        why = f"point process exited with code {rc} and no result"
+        if rc is not None and rc < 0:
+            why = f"point process killed by signal {-rc}" + (" (host out of memory?)" if rc == -9 else "")
+        return self._row(point, "error", {"point_wall_s": wall},
+                         {"type": "Crash", "message": why, "traceback_tail": _tail(log_path)})
+
+    def _row(self, point, status, metrics, error, env=None) -> dict:
+        if env is None:
+            env = self.last_env or environment(use_torch_cuda=False)
+        row = {"schema_version": SCHEMA_VERSION, "point_id": point["point_id"], "status": status,
+               "suite": self.opts.suite_name, "kind": point["config"]["kind"],
+               "config": point["config"], "metrics": metrics, "env": env}
+        if error:
+            row["error"] = error
+        return row
+
+
+def _tail(path: Path, n: int = 3000) -> str:
+    try:
+        return path.read_text(errors="replace")[-n:]
+    except OSError:
+        return ""
+
+
+def estimate_seconds(cfg: dict) -> float:
+    """Rough wall time of a point for --dry-run: process start-up plus steps at a nominal rate."""
+    from .flops import layer_fwd_bwd_flops, train_step_flops
+
+    gpu = cfg["device"] == "cuda"
+    rate = 300e12 if gpu else 2e10
+    startup = 20.0 if gpu else 6.0
+    if cfg["kind"] == "layer":
+        f = layer_fwd_bwd_flops(cfg["method"], cfg["in_features"], cfg["out_features"], cfg["tokens"],
+                                cfg.get("block_size"))
+        return startup + f / rate * (cfg.get("repeats", 50) * 3 + 40)
+    f = train_step_flops(cfg["model"], cfg["method"], cfg.get("block_size"), cfg["batch_size"],
+                         cfg["seq_len"])
+    return startup + f / rate * (cfg["steps"] + cfg["warmup_steps"])

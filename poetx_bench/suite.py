@@ -1,0 +1,256 @@
+"""Sweep definitions: read a suite TOML, validate every key, expand the Cartesian product into points.
+
+A suite is either `kind = "train"` (whole-model training steps) or `kind = "layer"` (one linear layer,
+forward+backward latency). Any bad key or value is a UserError naming the file, the key and the value.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import UserError
+from .reference.methods import METHODS
+from .reference.models import MODEL_CONFIGS
+
+SUITES_DIR = Path(__file__).resolve().parent.parent / "suites"
+LAYER_METHODS = ("linear", "poet", "poetx-fast", "poetx-mem")
+DTYPES = ("auto", "float32", "bfloat16", "float16", "float64")
+
+# key -> (expected python type(s), required?)
+COMMON_KEYS = {
+    "name": (str, False), "description": (str, False), "kind": (str, False),
+    "methods": (list, True), "block_sizes": (list, False), "dtype": (str, False), "seed": (int, False),
+    "timeout": ((int, float), False), "backend": (str, False), "exclude": (list, False),
+    "overrides": (dict, False), "repeats": (int, False), "warmup_steps": (int, False),
+}
+TRAIN_KEYS = {
+    "models": (list, True), "seq_lens": (list, True), "batch_sizes": (list, True), "steps": (int, False),
+    "data": (str, False), "eval_every": (int, False), "eval_batches": (int, False),
+    "merge_every": (int, False), "tokenizer": (str, False), "vocab_size": (int, False),
+    "max_memory_gb": ((int, float), False),
+}
+LAYER_KEYS = {"shapes": (list, True), "tokens": (list, True)}
+# keys a per-method override may change
+OVERRIDABLE = {"steps", "warmup_steps", "dtype", "backend", "merge_every", "timeout", "eval_every",
+               "repeats", "max_memory_gb"}
+
+TRAIN_DEFAULTS = {"steps": 10, "warmup_steps": 3, "dtype": "auto", "seed": 0, "data": "default",
+                  "eval_every": 0, "eval_batches": 2, "merge_every": 200, "backend": "torch",
+                  "tokenizer": "bpe", "timeout": 1800}
+LAYER_DEFAULTS = {"dtype": "auto", "seed": 0, "backend": "torch", "repeats": 50, "warmup_steps": 10,
+                  "timeout": 900}
+
+
+@dataclass
+class Suite:
+    name: str
+    path: Path
+    kind: str
+    description: str
+    points: list[dict] = field(default_factory=list)
+
+
+def point_id(config: dict) -> str:
+    """Stable hash of a point's config (device and dtype included)."""
+    blob = json.dumps(config, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def resolve_suite_path(name_or_path: str) -> Path:
+    p = Path(name_or_path)
+    if p.suffix == ".toml" or p.exists():
+        if not p.exists():
+            raise UserError(f"{p}: suite file not found")
+        return p
+    cand = SUITES_DIR / f"{name_or_path}.toml"
+    if not cand.exists():
+        known = ", ".join(sorted(x.stem for x in SUITES_DIR.glob("*.toml")))
+        raise UserError(f"unknown suite {name_or_path!r}; known suites: {known}")
+    return cand
+
+
+def list_suites() -> list[tuple[str, str]]:
+    out = []
+    for p in sorted(SUITES_DIR.glob("*.toml")):
+        try:
+            desc = tomllib.loads(p.read_text()).get("description", "")
+        except tomllib.TOMLDecodeError:
+            desc = "(invalid TOML)"
+        out.append((p.stem, desc))
+    return out
+
+
+def _err(path: Path, key: str, value, why: str) -> UserError:
+    return UserError(f"{path}: key '{key}': value {value!r} {why}")
+
+
+def _check_type(path, key, value, types):
+    if isinstance(value, bool) and types in (int, (int, float)):
+        raise _err(path, key, value, "must be a number, not a boolean")
+    if not isinstance(value, types):
+        tname = types.__name__ if isinstance(types, type) else " or ".join(t.__name__ for t in types)
+        raise _err(path, key, value, f"must be of type {tname}")
+
+
+def _positive_ints(path, key, values):
+    if not values:
+        raise _err(path, key, values, "must be a non-empty list")
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+            raise _err(path, key, v, "must be a positive integer")
+    return values
+
+
+def load_suite(name_or_path: str, device: str = "cpu") -> Suite:
+    """Read, validate and expand a suite for `device` ("cpu" or "cuda")."""
+    path = resolve_suite_path(name_or_path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise UserError(f"{path}: invalid TOML: {exc}") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not UTF-8 text") from None
+    kind = raw.get("kind", "train")
+    if kind not in ("train", "layer"):
+        raise _err(path, "kind", kind, "must be 'train' or 'layer'")
+    allowed = {**COMMON_KEYS, **(TRAIN_KEYS if kind == "train" else LAYER_KEYS)}
+    for key, value in raw.items():
+        if key not in allowed:
+            raise UserError(f"{path}: unknown key '{key}' (allowed for kind={kind}: {', '.join(sorted(allowed))})")
+        _check_type(path, key, value, allowed[key][0])
+    for key, (_, required) in allowed.items():
+        if required and key not in raw:
+            raise UserError(f"{path}: missing required key '{key}'")
+    defaults = TRAIN_DEFAULTS if kind == "train" else LAYER_DEFAULTS
+    fixed = {k: raw.get(k, v) for k, v in defaults.items()}
+    _validate_fixed(path, fixed)
+
+    methods = raw["methods"]
+    known_methods = METHODS if kind == "train" else LAYER_METHODS
+    for m in methods:
+        if m not in known_methods:
+            raise _err(path, "methods", m, f"is not a known method (known: {', '.join(known_methods)})")
+    block_sizes = _positive_ints(path, "block_sizes", raw.get("block_sizes", [256]))
+    overrides = raw.get("overrides", {})
+    for m, ov in overrides.items():
+        if m not in methods:
+            raise _err(path, "overrides", m, "is not one of this suite's methods")
+        if not isinstance(ov, dict):
+            raise _err(path, f"overrides.{m}", ov, "must be a table")
+        for k, v in ov.items():
+            if k not in OVERRIDABLE:
+                raise UserError(f"{path}: key 'overrides.{m}.{k}' cannot be overridden per method "
+                                f"(allowed: {', '.join(sorted(OVERRIDABLE))})")
+            _validate_fixed(path, {k: v}, prefix=f"overrides.{m}.")
+    excludes = raw.get("exclude", [])
+    for i, rule in enumerate(excludes):
+        if not isinstance(rule, dict) or not rule:
+            raise _err(path, f"exclude[{i}]", rule, "must be a non-empty table of key = value")
+
+    if kind == "train":
+        points = _train_points(path, raw, fixed, methods, block_sizes, overrides, device)
+    else:
+        points = _layer_points(path, raw, fixed, methods, block_sizes, overrides, device)
+    points = [p for p in points if not any(_matches(p, rule) for rule in excludes)]
+    for p in points:
+        p["point_id"] = point_id(p["config"])
+    return Suite(raw.get("name", path.stem), path, kind, raw.get("description", ""), points)
+
+
+def _validate_fixed(path, fixed: dict, prefix: str = "") -> None:
+    for key, value in fixed.items():
+        if key in ("steps", "repeats", "eval_batches", "timeout", "vocab_size") and value is not None:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+                raise _err(path, prefix + key, value, "must be positive")
+        if key in ("warmup_steps", "eval_every", "merge_every", "seed"):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise _err(path, prefix + key, value, "must be a non-negative integer")
+        if key == "max_memory_gb" and (not isinstance(value, (int, float)) or value <= 0):
+            raise _err(path, prefix + key, value, "must be positive")
+        if key == "dtype" and value not in DTYPES:
+            raise _err(path, prefix + key, value, f"must be one of {', '.join(DTYPES)}")
+        if key == "backend" and value not in ("torch", "triton"):
+            raise _err(path, prefix + key, value, "must be 'torch' or 'triton'")
+        if key == "tokenizer" and value not in ("bpe", "byte"):
+            raise _err(path, prefix + key, value, "must be 'bpe' or 'byte'")
+
+
+def resolve_dtype(dtype: str, device: str) -> str:
+    if dtype == "auto":
+        return "bfloat16" if device == "cuda" else "float32"
+    return dtype
+
+
+def _apply_overrides(cfg: dict, overrides: dict, device: str) -> dict:
+    cfg = {**cfg, **overrides.get(cfg["method"], {})}
+    cfg["dtype"] = resolve_dtype(cfg["dtype"], device)
+    return cfg
+
+
+def _train_points(path, raw, fixed, methods, block_sizes, overrides, device) -> list[dict]:
+    models = raw["models"]
+    for m in models:
+        if m not in MODEL_CONFIGS:
+            raise _err(path, "models", m, f"is not a known model (known: {', '.join(MODEL_CONFIGS)})")
+    seq_lens = _positive_ints(path, "seq_lens", raw["seq_lens"])
+    batch_sizes = _positive_ints(path, "batch_sizes", raw["batch_sizes"])
+    for model in models:
+        width = MODEL_CONFIGS[model].hidden
+        for b in block_sizes:
+            if b > width and any(METHODS[m].uses_blocks for m in methods):
+                raise _err(path, "block_sizes", b, f"is larger than the width {width} of model '{model}'")
+    for L in seq_lens:
+        for model in models:
+            if L > MODEL_CONFIGS[model].max_seq_len:
+                raise _err(path, "seq_lens", L, f"exceeds the max sequence length of model '{model}'")
+    points = []
+    for method, model, L, bs in itertools.product(methods, models, seq_lens, batch_sizes):
+        for b in (block_sizes if METHODS[method].uses_blocks else [None]):
+            cfg = {"kind": "train", "method": method, "model": model, "block_size": b, "seq_len": L,
+                   "batch_size": bs, "device": device, **fixed}
+            if "vocab_size" in raw:
+                cfg["vocab_size"] = raw["vocab_size"]
+            if "max_memory_gb" in raw:
+                cfg["max_memory_gb"] = raw["max_memory_gb"]
+            cfg = _apply_overrides(cfg, overrides, device)
+            points.append({"config": cfg})
+    return points
+
+
+def _layer_points(path, raw, fixed, methods, block_sizes, overrides, device) -> list[dict]:
+    shapes = raw["shapes"]
+    for s in shapes:
+        if (not isinstance(s, list) or len(s) != 2
+                or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in s)):
+            raise _err(path, "shapes", s, "must be [in_features, out_features] of positive integers")
+    tokens = _positive_ints(path, "tokens", raw["tokens"])
+    points = []
+    for method, (fin, fout), n in itertools.product(methods, shapes, tokens):
+        for b in (block_sizes if method != "linear" else [None]):
+            if b is not None and b > min(fin, fout):
+                raise _err(path, "block_sizes", b, f"is larger than the layer shape {fin}x{fout}")
+            cfg = {"kind": "layer", "method": method, "in_features": fin, "out_features": fout,
+                   "tokens": n, "block_size": b, "device": device, **fixed}
+            points.append({"config": _apply_overrides(cfg, overrides, device)})
+    return points
+
+
+def _matches(point: dict, rule: dict) -> bool:
+    cfg = point["config"]
+    return all(k in cfg and (cfg[k] in v if isinstance(v, list) else cfg[k] == v) for k, v in rule.items())
+
+
+def apply_filters(points: list[dict], filters: list[str]) -> list[dict]:
+    """--filter key=value (repeatable; values compared as strings; a comma means any of)."""
+    parsed = []
+    for f in filters:
+        if "=" not in f:
+            raise UserError(f"--filter {f!r}: expected key=value")
+        k, v = f.split("=", 1)
+        parsed.append((k.strip(), set(v.split(","))))
+    return [p for p in points if all(str(p["config"].get(k)) in vs for k, vs in parsed)]

@@ -1,0 +1,212 @@
+"""One training point, run inside its own process: build, train, measure, return the metrics.
+
+Timed steps use CUDA events (no host synchronisation inside the loop) or perf_counter on CPU; warm-up
+steps are excluded from throughput but their losses are kept. Peak memory is reset after the model and
+optimizer are built, so it covers the training steps.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+
+import torch
+import torch.nn.functional as F
+
+from .flops import train_step_flops
+from .measure import (
+    NvmlMonitor,
+    StepTimer,
+    bf16_peak_flops,
+    cpu_peak_rss,
+    memory_breakdown,
+    reset_cpu_peak,
+    summarize,
+)
+from .reference.methods import prepare
+from .reference.models import build_model, count_params
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16,
+          "float64": torch.float64}
+
+
+def open_data(cfg: dict):
+    """The point's token source: real text (default corpus or --data) or explicit synthetic tokens."""
+    vocab = cfg.get("vocab_size", 32000)
+    if cfg.get("data") == "synthetic":
+        return SyntheticTokens(vocab)
+    from .data import open_dataset
+
+    path = None if cfg.get("data") in (None, "default") else cfg["data"]
+    return open_dataset(path, vocab_size=vocab, tokenizer=cfg.get("tokenizer", "bpe"))
+
+
+class SyntheticTokens:
+    """Uniform random tokens for memory/throughput-only runs (data = "synthetic"); loss is meaningless."""
+
+    def __init__(self, vocab_size: int):
+        self.vocab_size = vocab_size
+
+    def describe(self) -> dict:
+        return {"source": "synthetic", "vocab_size": self.vocab_size}
+
+    def train_batch(self, step, batch_size, seq_len, seed):
+        g = torch.Generator().manual_seed(seed * 1_000_003 + step)
+        return torch.randint(0, self.vocab_size, (batch_size, seq_len + 1), generator=g)
+
+    def val_batches(self, batch_size, seq_len, n_batches):
+        return [self.train_batch(-1 - i, batch_size, seq_len, 12345) for i in range(n_batches)]
+
+
+def _eval(model, batches, device, autocast) -> tuple[float, float]:
+    model.eval()
+    total, count = 0.0, 0
+    with torch.no_grad(), autocast:
+        for b in batches:
+            b = b.to(device)
+            logits = model(b[:, :-1])
+            total += F.cross_entropy(logits.float().flatten(0, 1), b[:, 1:].flatten(), reduction="sum").item()
+            count += b[:, 1:].numel()
+    model.train()
+    loss = total / count
+    return loss, math.exp(min(loss, 50))
+
+
+class Trainer:
+    """Holds a prepared model and runs steps; shared by the timed pass and the profiling pass."""
+
+    def __init__(self, cfg: dict, device: torch.device):
+        self.cfg = cfg
+        self.device = device
+        dtype = DTYPES[cfg["dtype"]]
+        torch.manual_seed(cfg["seed"])
+        self.data = open_data(cfg)
+        extra = {"vocab_size": cfg["vocab_size"]} if "vocab_size" in cfg else {}
+        if cfg["seq_len"] > 4096:
+            extra["max_seq_len"] = cfg["seq_len"]
+        model = build_model(cfg["model"], dtype=dtype, meta=True, **extra)
+        options = {"compute_dtype": dtype}
+        if cfg["method"].startswith("poetx"):
+            options["backend"] = cfg.get("backend", "torch")
+        self.prepared = prepare(model, cfg["method"], cfg.get("block_size"), device=device,
+                                seed=cfg["seed"], merge_every=cfg.get("merge_every", 200), **options)
+        self.model, self.opt, self.hook = self.prepared
+        self.step_no = 0
+
+    def batch(self, step: int) -> torch.Tensor:
+        c = self.cfg
+        return self.data.train_batch(step, c["batch_size"], c["seq_len"], c["seed"]).to(
+            self.device, non_blocking=True)
+
+    def step(self, ranges: bool = False) -> torch.Tensor:
+        """One optimizer step; returns the (device) loss. `ranges` adds NVTX/profiler ranges."""
+        tokens = self.batch(self.step_no)
+        rng = _ranges if ranges else _no_ranges
+        with rng("forward", self.device):
+            with self.hook.autocast(self.device.type):
+                logits = self.model(tokens[:, :-1])
+            loss = F.cross_entropy(logits.float().flatten(0, 1), tokens[:, 1:].flatten())
+        with rng("backward", self.device):
+            loss.backward()
+        with rng("optimizer", self.device):
+            self.opt.step()
+            self.opt.zero_grad(set_to_none=True)
+            self.step_no += 1
+            self.hook(self.step_no)
+        return loss.detach()
+
+
+@contextlib.contextmanager
+def _no_ranges(name, device):
+    yield
+
+
+@contextlib.contextmanager
+def _ranges(name, device):
+    with torch.profiler.record_function(name):
+        if device.type == "cuda":
+            torch.cuda.nvtx.range_push(name)
+        try:
+            yield
+        finally:
+            if device.type == "cuda":
+                torch.cuda.nvtx.range_pop()
+
+
+def run_train_point(cfg: dict, on_progress=None) -> tuple[dict, Trainer]:
+    """Run warm-up + timed steps. Returns (metrics, trainer) — the trainer is reused for profiling."""
+    device = torch.device(cfg["device"])
+    trainer = Trainer(cfg, device)
+    trainable, total = count_params(trainer.model)
+    cuda = device.type == "cuda"
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    else:
+        reset_cpu_peak()
+    monitor = NvmlMonitor().start() if cuda else None
+    state_before = monitor.device_state() if monitor else {}
+
+    losses, evals = [], []
+    timer = StepTimer(device)
+    warm, steps = cfg["warmup_steps"], cfg["steps"]
+    eval_every = cfg.get("eval_every", 0)
+    val = trainer.data.val_batches(cfg["batch_size"], cfg["seq_len"], cfg.get("eval_batches", 2)) \
+        if eval_every else None
+    for i in range(warm + steps):
+        if i == warm:
+            timer.mark()
+        losses.append(trainer.step())
+        if i >= warm:
+            timer.mark()
+        if eval_every and (i + 1) % eval_every == 0:
+            loss, ppl = _eval(trainer.model, val, device, trainer.hook.autocast(device.type))
+            evals.append({"step": i + 1, "loss": loss, "ppl": ppl})
+        if on_progress:
+            on_progress(i + 1, warm + steps)
+    times = timer.durations()
+    losses = [float(x) for x in torch.stack(losses).float().cpu()]
+
+    if cuda:
+        peak = torch.cuda.max_memory_allocated()
+        reserved = torch.cuda.max_memory_reserved()
+        monitor.stop()
+        nvml_peak = monitor.peak
+    else:
+        peak, reserved, nvml_peak = cpu_peak_rss(), None, None
+    tokens = cfg["batch_size"] * cfg["seq_len"]
+    tps = [tokens / t for t in times if t > 0]
+    stats = summarize(tps)
+    step_stats = summarize(times)
+    flops = train_step_flops(cfg["model"], cfg["method"], cfg.get("block_size"), cfg["batch_size"],
+                             cfg["seq_len"])
+    from .env import static_env
+
+    peak_flops = bf16_peak_flops(static_env().get("device_name")) if cuda else None
+    mfu = flops / step_stats["median"] / peak_flops if (peak_flops and step_stats["median"]) else None
+    metrics = {
+        "peak_memory_bytes": int(peak),
+        "peak_reserved_bytes": reserved,
+        "nvml_peak_bytes": nvml_peak,
+        "memory_breakdown_bytes": memory_breakdown(trainer.model, trainer.opt, int(peak)),
+        "tokens_per_s": stats["median"],
+        "tokens_per_s_iqr": stats["iqr"],
+        "n_timed_steps": stats["n"],
+        "noisy": stats["noisy"],
+        "step_time_s": step_stats["median"],
+        "step_times_s": times,
+        "losses": losses,
+        "final_loss": losses[-1] if losses else None,
+        "eval": evals,
+        "flops_per_step": flops,
+        "mfu": mfu,
+        "trainable_params": trainable,
+        "total_params": total,
+        "merges": trainer.hook.merges,
+        "data": trainer.data.describe(),
+    }
+    if cuda:
+        metrics["gpu_state_before"] = state_before
+        metrics["gpu_state_after"] = monitor.device_state()
+        metrics["other_gpu_processes"] = sorted(monitor.other_processes)
+    return metrics, trainer

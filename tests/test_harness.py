@@ -1,0 +1,234 @@
+"""The sweep harness end to end on CPU: isolation, statuses, OOM, resume after kill -9, bad suites."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from poetx_bench.cli import main
+from poetx_bench.store import append_row, finished_point_ids, read_rows
+from poetx_bench.suite import load_suite
+
+FAST_SUITE = """
+name = "unit"
+methods = {methods}
+models = {models}
+block_sizes = [32]
+seq_lens = [16]
+batch_sizes = [2]
+steps = 2
+warmup_steps = 1
+dtype = "float32"
+data = "synthetic"
+vocab_size = 512
+merge_every = 2
+timeout = 300
+"""
+ALL_METHODS = '["adamw", "adamw-mixed", "poet", "poetx-fast", "poetx-mem"]'
+
+
+def write_suite(tmp_path, name="unit.toml", **fmt):
+    fmt.setdefault("methods", ALL_METHODS)
+    fmt.setdefault("models", '["tiny"]')
+    p = tmp_path / name
+    p.write_text(FAST_SUITE.format(**fmt))
+    return p
+
+
+def test_sweep_every_method_ok_with_all_fields(tmp_path, capsys):
+    suite = write_suite(tmp_path)
+    out = tmp_path / "run"
+    assert main(["sweep", "--suite", str(suite), "--out", str(out), "--device", "cpu", "--quiet"]) == 0
+    rows = read_rows(out / "results.jsonl")
+    assert sorted(r["config"]["method"] for r in rows) == sorted(json.loads(ALL_METHODS))
+    for r in rows:
+        assert r["status"] == "ok", r.get("error")
+        m = r["metrics"]
+        for key in ("peak_memory_bytes", "tokens_per_s", "tokens_per_s_iqr", "step_times_s", "losses",
+                    "final_loss", "trainable_params", "total_params", "memory_breakdown_bytes"):
+            assert m[key] is not None, key
+        assert len(m["losses"]) == 3 and len(m["step_times_s"]) == 2
+        assert set(m["memory_breakdown_bytes"]) == {"frozen_params", "trainable_params", "gradients",
+                                                    "optimizer_state", "activations_other"}
+        for key in ("device_name", "torch", "python", "cpu", "git_commit", "hostname", "time"):
+            assert key in r["env"], key
+        assert r["schema_version"] == 1 and len(r["point_id"]) == 16
+    poet = [r for r in rows if r["config"]["method"].startswith("poet")]
+    assert all(r["metrics"]["memory_breakdown_bytes"]["frozen_params"] > 0 for r in poet)
+    assert all(r["metrics"]["merges"] == 1 for r in poet)
+    assert "5 rows (ok: 5)" in capsys.readouterr().out
+
+
+def test_forced_oom_is_recorded_and_sweep_continues(tmp_path):
+    suite = write_suite(tmp_path, methods='["adamw"]', models='["tiny", "350m"]')
+    out = tmp_path / "oom"
+    rc = main(["sweep", "--suite", str(suite), "--out", str(out), "--device", "cpu", "--quiet",
+               "--max-memory-gb", "1.0"])
+    assert rc == 0
+    by_model = {r["config"]["model"]: r for r in read_rows(out / "results.jsonl")}
+    assert by_model["tiny"]["status"] == "ok"
+    assert by_model["350m"]["status"] == "oom", by_model["350m"].get("error")
+    assert by_model["350m"]["metrics"]["peak_memory_bytes"] > 0
+
+
+def test_kill_9_then_resume_loses_and_duplicates_nothing(tmp_path):
+    suite = write_suite(tmp_path, methods='["adamw", "poetx-fast", "poetx-mem"]')
+    out = tmp_path / "killed"
+    results = out / "results.jsonl"
+    cmd = [sys.executable, "-m", "poetx_bench", "sweep", "--suite", str(suite), "--out", str(out),
+           "--device", "cpu", "--quiet"]
+    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while time.time() < deadline and (not results.exists() or not results.read_text().strip()):
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    for child in (out / "points").glob("*.spec.json"):  # the point process is in its own session
+        subprocess.run(["pkill", "-9", "-f", str(child)], check=False)
+    first = read_rows(results)
+    assert 1 <= len(first) < 3
+    with open(results, "a") as fh:  # a write cut mid-line by the kill
+        fh.write('{"schema_version": 1, "point_id": "trunc')
+    assert main(["sweep", "--suite", str(suite), "--out", str(out), "--device", "cpu", "--quiet",
+                 "--resume"]) == 0
+    rows = read_rows(results)
+    ids = [r["point_id"] for r in rows]
+    assert len(ids) == len(set(ids)) == 3
+    assert {r["point_id"] for r in first} <= set(ids)
+    assert all(r["status"] == "ok" for r in rows)
+
+
+def test_timeout_status(tmp_path):
+    suite = write_suite(tmp_path, methods='["adamw"]')
+    out = tmp_path / "to"
+    assert main(["sweep", "--suite", str(suite), "--out", str(out), "--device", "cpu", "--quiet",
+                 "--timeout", "0.5"]) == 0
+    (row,) = read_rows(out / "results.jsonl")
+    assert row["status"] == "timeout"
+
+
+BAD_SUITES = [
+    ("bogus_key = 1\n", "unknown key 'bogus_key'"),
+    ('methods = ["sgd"]\n', "'methods': value 'sgd'"),
+    ('models = ["7b"]\n', "'models': value '7b'"),
+    ("seq_lens = [0]\n", "'seq_lens': value 0"),
+    ("batch_sizes = [-2]\n", "'batch_sizes': value -2"),
+    ("block_sizes = [256]\n", "'block_sizes': value 256 is larger than the width 128"),
+    ('dtype = "int8"\n', "'dtype': value 'int8'"),
+    ("steps = 0\n", "'steps': value 0"),
+]
+
+
+@pytest.mark.parametrize("override,expected", BAD_SUITES)
+def test_bad_suite_one_line_error_exit_2(tmp_path, capsys, override, expected):
+    base = FAST_SUITE.format(methods=ALL_METHODS, models='["tiny"]')
+    key = override.split("=")[0].strip()
+    lines = [ln for ln in base.splitlines() if not ln.startswith(key + " ")]
+    path = tmp_path / "bad.toml"
+    path.write_text("\n".join(lines) + "\n" + override)
+    rc = main(["sweep", "--suite", str(path), "--device", "cpu", "--dry-run"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2
+    assert len(err.splitlines()) == 1, err
+    assert str(path) in err and expected in err, err
+
+
+def test_invalid_toml_and_missing_suite(tmp_path, capsys):
+    path = tmp_path / "broken.toml"
+    path.write_text("methods = [\n")
+    assert main(["sweep", "--suite", str(path), "--dry-run"]) == 2
+    assert str(path) in capsys.readouterr().err
+    assert main(["sweep", "--suite", "no-such-suite", "--dry-run"]) == 2
+    assert "unknown suite 'no-such-suite'" in capsys.readouterr().err
+
+
+def test_dry_run_lists_points_and_filter(capsys):
+    assert main(["sweep", "--suite", "paper-memory", "--device", "cuda", "--dry-run",
+                 "--filter", "model=3b"]) == 0
+    out = capsys.readouterr().out
+    # 3 seq lens x (adamw + 3 POET methods x 2 block sizes)
+    assert "21 points in suite paper-memory" in out
+
+
+def test_shipped_suites_load():
+    for name in ("smoke", "layer-latency", "paper-memory", "paper-throughput", "block-size",
+                 "convergence", "convergence-cpu"):
+        suite = load_suite(name, device="cpu")
+        assert suite.points, name
+        ids = [p["point_id"] for p in suite.points]
+        assert len(ids) == len(set(ids))
+    smoke = load_suite("smoke", device="cpu")
+    assert {p["config"]["method"] for p in smoke.points} == set(json.loads(ALL_METHODS))
+
+
+def test_store_tolerates_truncated_last_line_only(tmp_path, capsys):
+    path = tmp_path / "r.jsonl"
+    append_row(path, {"point_id": "a", "status": "ok"})
+    with open(path, "a") as fh:
+        fh.write('{"point_id": "b", "sta')
+    assert [r["point_id"] for r in read_rows(path)] == ["a"]
+    assert "truncated" in capsys.readouterr().err
+    append_row(path, {"point_id": "c", "status": "oom"})
+    assert finished_point_ids(path) == {"a", "c"}
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"point_id": "a"}\nnot json\n{"point_id": "b"}\n')
+    from poetx_bench.errors import UserError
+
+    with pytest.raises(UserError, match=r"bad.jsonl:2"):
+        read_rows(bad)
+
+
+def test_list_and_env(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "smoke" in out and "poetx-mem" in out and "13b" in out
+    assert main(["env"]) == 0
+    env = json.loads(capsys.readouterr().out)
+    assert env["torch"] and "git_commit" in env
+
+
+def test_layer_point_breakdown(tmp_path):
+    suite = tmp_path / "layer.toml"
+    suite.write_text('kind = "layer"\nmethods = ["linear", "poet", "poetx-mem"]\nshapes = [[96, 160]]\n'
+                     'tokens = [33]\nblock_sizes = [32]\nrepeats = 3\nwarmup_steps = 1\n')
+    out = tmp_path / "layer"
+    assert main(["sweep", "--suite", str(suite), "--out", str(out), "--device", "cpu", "--quiet"]) == 0
+    rows = {r["config"]["method"]: r for r in read_rows(out / "results.jsonl")}
+    assert set(rows) == {"linear", "poet", "poetx-mem"}
+    for r in rows.values():
+        assert r["status"] == "ok", r.get("error")
+        bd = r["metrics"]["breakdown_ms"]
+        assert set(bd) == {"forward", "backward"}
+        assert bd["forward"]["matmul"] > 0
+    assert rows["poetx-mem"]["metrics"]["breakdown_ms"]["forward"]["cayley"] > 0
+    assert rows["poetx-mem"]["metrics"]["breakdown_ms"]["forward"]["permutation"] > 0
+    assert rows["linear"]["metrics"]["breakdown_ms"]["forward"]["cayley"] == 0
+
+
+def test_run_command_single_point(tmp_path):
+    out = tmp_path / "one"
+    rc = main(["run", "--method", "poetx-fast", "--model", "tiny", "--block-size", "32", "--seq-len", "16",
+               "--batch-size", "2", "--steps", "2", "--data", "synthetic", "--device", "cpu",
+               "--out", str(out), "--quiet"])
+    assert rc == 0
+    (row,) = read_rows(out / "results.jsonl")
+    assert row["status"] == "ok" and row["config"]["block_size"] == 32
+    assert main(["run", "--method", "nope", "--model", "tiny"]) == 2
+
+
+def test_profile_pass_writes_trace(tmp_path):
+    out = tmp_path / "prof"
+    rc = main(["run", "--method", "poetx-mem", "--model", "tiny", "--block-size", "32", "--seq-len", "16",
+               "--batch-size", "2", "--steps", "2", "--data", "synthetic", "--device", "cpu",
+               "--out", str(out), "--quiet", "--profile"])
+    assert rc == 0
+    (row,) = read_rows(out / "results.jsonl")
+    assert row["status"] == "ok", row.get("error")
+    trace = Path(row["artifacts"]["trace"])
+    assert trace.exists() and trace.stat().st_size > 0
+    assert row["artifacts"]["host_vs_device"]["host_total_ms_per_step"] > 0

@@ -83,6 +83,10 @@ def _profile_categories(fn, n_iter: int, device, layer_dims) -> dict:
     for evt in prof.key_averages(group_by_input_shape=True):
         if evt.key.startswith(("ProfilerStep", "autograd::engine")) and device.type != "cuda":
             continue
+        # kernel rows repeat the device time their launching op already holds as self device time;
+        # Triton launches are attributed through the record_function ranges around them
+        if device.type == "cuda" and evt.device_type != torch.autograd.DeviceType.CPU:
+            continue
         t = evt.self_device_time_total if device.type == "cuda" else evt.self_cpu_time_total
         if t <= 0:
             continue

@@ -1,0 +1,45 @@
+"""CLI entry points for `python -m poetx_bench report` and `python -m poetx_bench figures`.
+
+    report RESULTS.jsonl [more ...] --out DIR    report.md, report.html, figures/*.{png,pdf,csv}, tables/*.csv
+    figures --results PATH --out DIR             the same full set; PATH is a file or a directory searched
+                                                 recursively for *.jsonl (repeatable)
+
+Bad input (missing file, invalid JSON line) raises poetx_bench.errors.UserError (exit 2 at the top level).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from .build import DEFAULT_TITLE, build_report
+
+
+def add_report_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("results", nargs="+", metavar="RESULTS",
+                        help="result files (JSON lines) or directories searched recursively for *.jsonl")
+    parser.add_argument("--out", required=True, metavar="DIR", help="output directory (created if needed)")
+    parser.add_argument("--title", default=DEFAULT_TITLE, help="report title")
+
+
+def add_figures_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--results", required=True, action="append", metavar="PATH",
+                        help="results file or directory searched recursively for *.jsonl (repeatable)")
+    parser.add_argument("--out", required=True, metavar="DIR", help="output directory (created if needed)")
+    parser.add_argument("--title", default=DEFAULT_TITLE, help="report title")
+
+
+def _run(paths, out, title) -> int:
+    result = build_report(paths, out, title=title)
+    print(f"wrote {result.markdown} and {result.html} ({len(result.figures)} figures, "
+          f"{len(result.points)} points)")
+    for fig in result.figures:
+        print(f"  {result.out_dir / fig.png}  (+ .pdf, .csv)")
+    return 0
+
+
+def report_main(args: argparse.Namespace) -> int:
+    return _run(args.results, args.out, getattr(args, "title", DEFAULT_TITLE))
+
+
+def figures_main(args: argparse.Namespace) -> int:
+    return _run(args.results, args.out, getattr(args, "title", DEFAULT_TITLE))

@@ -49,6 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--dry-run", action="store_true", help="list the points, their count and an ETA")
     sw.add_argument("--filter", action="append", default=[], metavar="KEY=VALUE",
                     help="keep points whose config KEY equals VALUE (repeatable; a,b = any of)")
+    sw.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="sets",
+                    help="replace a suite key, e.g. --set steps=300 --set backend=triton (repeatable)")
     _add_run_options(sw)
 
     run = sub.add_parser("run", help="one training point, same row format")
@@ -90,10 +92,10 @@ def _add_plugin(sub, name: str, help_: str, module: str, adder: str) -> None:
 
 
 def cmd_sweep(args) -> int:
-    from .suite import apply_filters, load_suite
+    from .suite import apply_filters, load_suite, parse_sets
 
     device = args.device or best_device()
-    suite = load_suite(args.suite, device=device)
+    suite = load_suite(args.suite, device=device, sets=parse_sets(args.sets))
     points = apply_filters(suite.points, args.filter)
     if args.dry_run:
         total = 0.0

@@ -106,8 +106,23 @@ def _positive_ints(path, key, values):
     return values
 
 
-def load_suite(name_or_path: str, device: str = "cpu") -> Suite:
-    """Read, validate and expand a suite for `device` ("cpu" or "cuda")."""
+def parse_sets(sets: list[str]) -> dict:
+    """--set key=value (TOML value syntax: 300, "triton", [1, 2]) -> {key: value}."""
+    out = {}
+    for item in sets:
+        if "=" not in item:
+            raise UserError(f"--set {item!r}: expected key=value")
+        key, value = (x.strip() for x in item.split("=", 1))
+        try:
+            out[key] = tomllib.loads(f"v = {value}")["v"]
+        except tomllib.TOMLDecodeError:
+            out[key] = value  # a bare word: take it as a string
+    return out
+
+
+def load_suite(name_or_path: str, device: str = "cpu", sets: dict | None = None) -> Suite:
+    """Read, validate and expand a suite for `device` ("cpu" or "cuda"); `sets` replace top-level keys
+    (validated like the file's own)."""
     path = resolve_suite_path(name_or_path)
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -115,6 +130,7 @@ def load_suite(name_or_path: str, device: str = "cpu") -> Suite:
         raise UserError(f"{path}: invalid TOML: {exc}") from None
     except UnicodeDecodeError:
         raise UserError(f"{path}: not UTF-8 text") from None
+    raw.update(sets or {})
     kind = raw.get("kind", "train")
     if kind not in ("train", "layer"):
         raise _err(path, "kind", kind, "must be 'train' or 'layer'")

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from .errors import HarnessError, UserError
-from .runner import EXIT_BAD_INPUT, EXIT_HARNESS, RunOptions, Runner, describe_point, estimate_seconds
+from .runner import EXIT_BAD_INPUT, EXIT_HARNESS, Runner, RunOptions, describe_point, estimate_seconds
 
 
 def best_device() -> str:

@@ -42,35 +42,48 @@ def build_layer(cfg: dict, device, dtype) -> nn.Module:
     return layer
 
 
-def _is_square_blocks(shapes) -> bool:
-    """Cayley work acts on stacks of b x b blocks: every tensor input is (..., b, b)."""
-    dims = [s for s in shapes if s]
-    return bool(dims) and all(len(s) >= 2 and s[-1] == s[-2] for s in dims)
+def _is_block_shaped(shape, b: int | None) -> bool:
+    """Tensors of the Cayley work: stacks of b x b blocks, flattened blocks (k, b*b), packed params."""
+    if not shape or not b:
+        return False
+    if len(shape) >= 2 and shape[-1] == shape[-2] and shape[-1] <= b:
+        return True
+    return len(shape) == 2 and shape[-1] == b * b
 
 
-def classify_op(name: str, shapes, layer_dims: tuple[int, int]) -> str:
-    """Map one profiled op to a latency category (see module docstring)."""
+def classify_op(name: str, shapes, layer_dims: tuple[int, int], block_size: int | None = None,
+                tokens: int | None = None) -> str:
+    """Map one profiled op to a latency category from its name and input shapes.
+
+    cayley       ops on b x b blocks or packed skew parameters (building Q, the Neumann series, grads);
+                 fused Triton kernels named *cayley*
+    permutation  gathers/scatters of activations, dense permutation-matrix products of weight-centric
+                 POET (square dim x dim with dim a layer side), fused Triton gather+block kernels
+    matmul       every other matrix product (the W0 / weight GEMMs, block-diagonal activations products)
+    other        elementwise, copies, concatenation, allocation
+    """
     lname = name.lower()
     if "cayley" in lname:
         return "cayley"
     if "perm" in lname or "block" in lname:  # fused Triton gather + block-diagonal kernels
         return "permutation"
+    dims = [tuple(s) for s in (shapes or []) if s]
+    has_tokens = tokens is not None and any(s[0] == tokens for s in dims)
     if any(k in name for k in PERM_OPS):
-        if shapes and shapes[0] and len(shapes[0]) == 3 and _is_square_blocks(shapes[:1]):
-            return "cayley"  # scattering packed skew params into Q blocks
+        if not has_tokens and dims and _is_block_shaped(dims[0], block_size):
+            return "cayley"
         return "permutation"
     if any(k in name for k in MATMUL_OPS):
-        if _is_square_blocks(shapes):
-            dims = [s[-1] for s in shapes if s]
-            # dense permutation products of weight-centric POET: square dim x dim with dim a layer side
-            if all(len(s) == 2 for s in shapes if s) and dims and dims[0] in layer_dims:
-                return "permutation"
+        if not has_tokens and dims and all(_is_block_shaped(s, block_size) for s in dims):
             return "cayley"
+        if (not has_tokens and dims and all(len(s) == 2 and s[0] == s[1] for s in dims)
+                and dims[0][0] in layer_dims):
+            return "permutation"
         return "matmul"
     return "other"
 
 
-def _profile_categories(fn, n_iter: int, device, layer_dims) -> dict:
+def _profile_categories(fn, n_iter: int, device, layer_dims, block_size=None, tokens=None) -> dict:
     acts = [torch.profiler.ProfilerActivity.CPU]
     if device.type == "cuda":
         acts.append(torch.profiler.ProfilerActivity.CUDA)
@@ -90,7 +103,7 @@ def _profile_categories(fn, n_iter: int, device, layer_dims) -> dict:
         t = evt.self_device_time_total if device.type == "cuda" else evt.self_cpu_time_total
         if t <= 0:
             continue
-        out[classify_op(evt.key, evt.input_shapes, layer_dims)] += t / 1e3 / n_iter  # us -> ms
+        out[classify_op(evt.key, evt.input_shapes, layer_dims, block_size, tokens)] += t / 1e3 / n_iter  # us -> ms
     return out
 
 
@@ -143,8 +156,9 @@ def run_layer_point(cfg: dict) -> dict:
         fwd_ms = statistics.median(_time_cpu(fwd_train, 2, max(3, repeats // 2)))
     dims = (cfg["in_features"], cfg["out_features"])
     n_prof = 5 if device.type == "cuda" else 2
-    fwd_cat = _profile_categories(fwd_train, n_prof, device, dims)
-    all_cat = _profile_categories(fwd_bwd, n_prof, device, dims)
+    extra = (cfg.get("block_size"), cfg["tokens"])
+    fwd_cat = _profile_categories(fwd_train, n_prof, device, dims, *extra)
+    all_cat = _profile_categories(fwd_bwd, n_prof, device, dims, *extra)
     bwd_cat = {k: max(0.0, all_cat[k] - fwd_cat[k]) for k in CATEGORIES}
     flops = layer_fwd_bwd_flops(cfg["method"], dims[0], dims[1], cfg["tokens"], cfg.get("block_size"))
     metrics = {

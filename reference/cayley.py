@@ -13,9 +13,19 @@ Q[j, i] = -Q[i, j].
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 DEFAULT_NEUMANN_TERMS = 3
+
+
+@functools.lru_cache(maxsize=64)
+def _upper_flat_index(b: int, device: torch.device) -> torch.Tensor:
+    """Flat positions i*b + j of the strict upper triangle, built once per (b, device): rebuilding
+    them every forward costs a host round trip per layer."""
+    iu = torch.triu_indices(b, b, offset=1, device=device)
+    return iu[0] * b + iu[1]
 
 
 def num_skew_params(b: int) -> int:
@@ -26,17 +36,16 @@ def num_skew_params(b: int) -> int:
 def skew_from_packed(packed: torch.Tensor, b: int) -> torch.Tensor:
     """(n_blocks, b(b-1)/2) packed upper triangles -> (n_blocks, b, b) skew-symmetric Q."""
     n = packed.shape[0]
-    iu = torch.triu_indices(b, b, offset=1, device=packed.device)
-    upper = packed.new_zeros(n, b, b)
-    upper[:, iu[0], iu[1]] = packed
+    upper = packed.new_zeros(n, b * b)
+    upper.index_copy_(1, _upper_flat_index(b, packed.device), packed)
+    upper = upper.view(n, b, b)
     return upper - upper.transpose(-1, -2)
 
 
 def packed_from_skew(q: torch.Tensor) -> torch.Tensor:
     """Inverse of `skew_from_packed` (reads the upper triangle)."""
     b = q.shape[-1]
-    iu = torch.triu_indices(b, b, offset=1, device=q.device)
-    return q[..., iu[0], iu[1]]
+    return q.flatten(-2).index_select(-1, _upper_flat_index(b, q.device))
 
 
 def cayley_neumann(q: torch.Tensor, terms: int = DEFAULT_NEUMANN_TERMS) -> torch.Tensor:

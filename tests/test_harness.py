@@ -232,3 +232,17 @@ def test_profile_pass_writes_trace(tmp_path):
     trace = Path(row["artifacts"]["trace"])
     assert trace.exists() and trace.stat().st_size > 0
     assert row["artifacts"]["host_vs_device"]["host_total_ms_per_step"] > 0
+
+
+def test_classify_op_categories():
+    from poetx_bench.layer_point import classify_op
+
+    dims, b, n = (4096, 14336), 256, 2048
+    assert classify_op("aten::bmm", [[16, 256, 256], [16, 256, 256]], dims, b, n) == "cayley"
+    assert classify_op("aten::index_copy_", [[16, 65536], [], [32640]], dims, b, n) == "cayley"
+    assert classify_op("aten::index_select", [[2048, 4096], [], [4096]], dims, b, n) == "permutation"
+    assert classify_op("aten::mm", [[4096, 4096], [4096, 4096]], dims, b, n) == "permutation"
+    assert classify_op("aten::mm", [[2048, 4096], [4096, 14336]], dims, b, n) == "matmul"
+    assert classify_op("aten::bmm", [[16, 2048, 256], [16, 256, 256]], dims, b, n) == "matmul"
+    assert classify_op("aten::mul", [[2048, 4096], [2048, 4096]], dims, b, n) == "other"
+    assert classify_op("_cayley_neumann_fwd_kernel", [], dims, b, n) == "cayley"

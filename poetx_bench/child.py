@@ -42,6 +42,19 @@ def _peak_reached(device: str) -> int | None:
         return None
 
 
+def skip_reason(cfg: dict) -> str | None:
+    """Points that cannot measure what they name are skipped, not silently run as something else."""
+    if cfg.get("backend") == "triton" and cfg["method"].startswith("poetx"):
+        from .kernels import triton_available
+        from .kernels._loader import interpret_requested
+
+        if not triton_available():
+            return "backend=triton but triton is not importable"
+        if cfg["device"] != "cuda" and not interpret_requested():
+            return "backend=triton on CPU needs TRITON_INTERPRET=1 (otherwise it would run the torch path)"
+    return None
+
+
 def run(spec: dict) -> dict:
     from .env import environment
     from .measure import is_oom
@@ -50,6 +63,11 @@ def run(spec: dict) -> dict:
     result = {"status": "ok", "metrics": {}, "error": None, "artifacts": {}}
     try:
         result["env"] = environment()
+        reason = skip_reason(cfg)
+        if reason:
+            result["status"] = "skipped"
+            result["error"] = {"type": "Skipped", "message": reason, "traceback_tail": ""}
+            return result
         _apply_memory_cap(cfg, spec.get("max_memory_gb") or cfg.get("max_memory_gb"))
         if cfg["kind"] == "layer":
             from .layer_point import run_layer_point

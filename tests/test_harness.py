@@ -246,3 +246,14 @@ def test_classify_op_categories():
     assert classify_op("aten::bmm", [[16, 2048, 256], [16, 256, 256]], dims, b, n) == "matmul"
     assert classify_op("aten::mul", [[2048, 4096], [2048, 4096]], dims, b, n) == "other"
     assert classify_op("_cayley_neumann_fwd_kernel", [], dims, b, n) == "cayley"
+
+
+def test_triton_backend_on_cpu_is_skipped_not_mislabelled(tmp_path, monkeypatch):
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    suite = write_suite(tmp_path, methods='["poetx-fast"]')
+    out = tmp_path / "skip"
+    assert main(["sweep", "--suite", str(suite), "--out", str(out), "--device", "cpu", "--quiet",
+                 "--set", "backend=triton"]) == 0
+    (row,) = read_rows(out / "results.jsonl")
+    assert row["status"] == "skipped"
+    assert "TRITON_INTERPRET" in row["error"]["message"] or "triton" in row["error"]["message"]

@@ -77,6 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_plugin(sub, "gate", "compare a run against a baseline; exit 1 on regression", "poetx_bench.gate",
                 "add_arguments")
     _add_plugin(sub, "data", "prepare or inspect training data", "poetx_bench.data.cli", "add_arguments")
+    _add_plugin(sub, "correctness", "record POET/POET-X equivalence errors and Neumann orthogonality",
+                "poetx_bench.correctness", "add_arguments")
     return parser
 
 
@@ -239,6 +241,10 @@ def main(argv=None) -> int:
             from . import gate
 
             return gate.main(args)
+        if args.command == "correctness":
+            from . import correctness
+
+            return correctness.main(args)
         if args.command == "data":
             from .data import cli as data_cli
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import __version__
-from . import fig_latency, fig_memory, fig_training, names, tables, writer
+from . import fig_checks, fig_latency, fig_memory, fig_training, names, tables, writer
 from .document import Figure, Section
 from .rows import Point, dedupe, find_result_files, read_jsonl, warn
 
@@ -46,6 +46,8 @@ def build_sections(points: list[Point], out_dir: Path, superseded: int = 0) -> l
         _safe(tables.throughput_section, "Throughput (relative to AdamW)", points, out_dir),
         _safe(fig_training.loss_section, "Loss curves", points, out_dir),
         _safe(fig_training.block_sweep_section, "Block-size sweep", points, out_dir),
+        _safe(fig_checks.host_device_section, "Host versus device time", points, out_dir),
+        _safe(fig_checks.correctness_section, "Correctness", points, out_dir),
         _safe(tables.environment_section, "Environment", points, out_dir),
     ]
 

@@ -173,6 +173,9 @@ def cmd_run(args) -> int:
     for name in ("block_size", "seq_len", "batch_size", "steps"):
         if getattr(args, name) <= 0:
             raise UserError(f"--{name.replace('_', '-')} {getattr(args, name)}: must be positive")
+    width = MODEL_CONFIGS[args.model].hidden
+    if METHODS[args.method].uses_blocks and args.block_size > width:
+        raise UserError(f"--block-size {args.block_size}: larger than the width {width} of model {args.model!r}")
     if args.data not in ("default", "synthetic") and not Path(args.data).exists():
         raise UserError(f"--data {args.data}: no such file")
     device = args.device or best_device()

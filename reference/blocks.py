@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .cayley import DEFAULT_NEUMANN_TERMS, num_skew_params, orthogonal_blocks
+from .cayley import DEFAULT_NEUMANN_TERMS, RecomputedOrthogonalBlocks, num_skew_params, orthogonal_blocks
 
 
 @dataclass(frozen=True)
@@ -63,11 +63,19 @@ class BlockLayout:
         tail = flat[n_main:].view(1, -1) if self.tail else None
         return full, tail
 
-    def blocks(self, flat: torch.Tensor, cayley: str = "neumann", terms: int = DEFAULT_NEUMANN_TERMS):
-        """Orthogonal blocks: (n_full, b, b) and the tail (1, r, r) or None."""
+    def blocks(self, flat: torch.Tensor, cayley: str = "neumann", terms: int = DEFAULT_NEUMANN_TERMS,
+               recompute: bool = False):
+        """Orthogonal blocks: (n_full, b, b) and the tail (1, r, r) or None.
+
+        recompute=True keeps only the packed parameters for backward (see RecomputedOrthogonalBlocks).
+        """
         full, tail = self.split_params(flat)
-        g_full = orthogonal_blocks(full, self.b, cayley, terms)
-        g_tail = orthogonal_blocks(tail, self.tail, cayley, terms) if tail is not None else None
+        if recompute and flat.requires_grad and torch.is_grad_enabled():
+            make = RecomputedOrthogonalBlocks.apply
+        else:
+            make = orthogonal_blocks
+        g_full = make(full, self.b, cayley, terms)
+        g_tail = make(tail, self.tail, cayley, terms) if tail is not None else None
         return g_full, g_tail
 
 

@@ -82,10 +82,10 @@ class POETLayerBase(nn.Module):
             getattr(self, "inv_" + name).copy_(torch.argsort(perm))
 
     # --- transforms ----------------------------------------------------------------------------
-    def transforms(self):
+    def transforms(self, recompute: bool = False):
         """(G_in_full, G_in_tail, G_out_full, G_out_tail): the orthogonal blocks of both sides."""
-        gi = self.layout_in.blocks(self.skew_in, self.cayley, self.neumann_terms)
-        go = self.layout_out.blocks(self.skew_out, self.cayley, self.neumann_terms)
+        gi = self.layout_in.blocks(self.skew_in, self.cayley, self.neumann_terms, recompute)
+        go = self.layout_out.blocks(self.skew_out, self.cayley, self.neumann_terms, recompute)
         return (*gi, *go)
 
     def effective_weight(self) -> torch.Tensor:

@@ -88,7 +88,9 @@ class POETXLinear(POETLayerBase):
         return y if self.bias is None else y + self.bias
 
     def _torch_forward(self, x: torch.Tensor) -> torch.Tensor:
-        gi_f, gi_t, go_f, go_t = self.transforms()
+        # the Cayley-Neumann intermediates are recomputed in backward in both modes: they are weights'
+        # temporaries, not activations, and keeping them costs GBs at 3B+ (see RecomputedOrthogonalBlocks)
+        gi_f, gi_t, go_f, go_t = self.transforms(recompute=True)
         if self.mode == "mem":
             return POETXMemFunction.apply(x, gi_f, gi_t, go_f, go_t, self.weight, self.perm_in,
                                           self.inv_perm_in, self.perm_out, self.inv_perm_out,

@@ -6,7 +6,7 @@ per-kernel cost model and measurements.
 """
 
 from ._loader import triton_available, use_kernels
-from .autograd import POETXTritonFunction, poetx_triton_forward, side_apply
+from .autograd import POETXTritonFunction, block_impl, poetx_triton_forward, set_block_impl, side_apply
 from .block_perm import (
     BlockPermApplyFunction,
     block_perm_apply,
@@ -26,6 +26,8 @@ __all__ = [
     "poetx_triton_forward",
     "POETXTritonFunction",
     "side_apply",
+    "block_impl",
+    "set_block_impl",
     "block_perm_apply",
     "block_perm_apply_raw",
     "block_perm_grad",

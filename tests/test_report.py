@@ -18,9 +18,9 @@ from poetx_bench.report.cli import add_figures_arguments, add_report_arguments, 
 from poetx_bench.report.rows import load_points
 
 FIXTURE = Path(__file__).parent / "fixtures" / "results_mixed.jsonl"
-FIGURES = ["memory_breakdown", "layer_latency", "loss_curves", "block_size_sweep"]
+FIGURES = ["memory_breakdown", "layer_latency", "loss_curves", "block_size_sweep", "neumann_orthogonality"]
 TABLES = ["peak_memory", "throughput", "layer_latency", "status_counts", "failed_points", "environment",
-          "memory_breakdown_totals"]
+          "memory_breakdown_totals", "host_vs_device", "correctness"]
 
 
 def _rows(path: Path = FIXTURE) -> list[dict]:

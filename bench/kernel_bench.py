@@ -1,0 +1,608 @@
+#!/usr/bin/env python3
+"""GPU benchmark of the POET-X Triton kernels (poetx_bench.kernels) against torch and nn.Linear.
+
+    python bench/kernel_bench.py --out DIR            # on an H100: correctness, layers, kernels
+    python bench/kernel_bench.py --out DIR --sweep    # also time a few tile configs per kernel
+    python bench/kernel_bench.py --out DIR --cpu-smoke  # CPU only: tiny shapes, Triton interpreter
+
+Writes one JSON object per measurement to DIR/kernels.jsonl and prints a table. Every case runs inside
+its own try/except: a failure is written as a record with "error" and the run goes on.
+
+What is measured (bf16 by default, tokens=2048):
+  correctness  triton vs torch on this GPU (fp32 with exact dots vs a float64 reference, and bf16)
+  layer        forward+backward of nn.Linear (trainable weight) and POET-X fast/mem x torch/triton,
+               median and IQR of triton.testing.do_bench, peak memory of one step
+  kernel       cayley fwd/bwd, block-perm apply, grad-G reduction (triton and the torch equivalent) with
+               FLOPs, bytes, achieved TFLOP/s and TB/s, and the roofline floor max(bytes/BW, FLOP/peak)
+Only long-stable APIs are used (triton.testing.do_bench with quantiles) so it runs on triton 3.0 .. 3.9.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import math
+import os
+import platform
+import sys
+import time
+import traceback
+from functools import partial
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# nominal dense peaks used for floors (bf16 tensor TFLOP/s, fp32 TFLOP/s (tf32 tensor), HBM TB/s)
+PEAKS = {
+    "H100 80GB HBM3": (989.0, 494.0, 3.35),
+    "H100 SXM": (989.0, 494.0, 3.35),
+    "H100 PCIe": (756.0, 378.0, 2.0),
+    "H200": (989.0, 494.0, 4.8),
+}
+DEFAULT_PEAK = (989.0, 494.0, 3.35)
+
+
+def _bootstrap():
+    """Make `poetx_bench.kernels` / `poetx_bench.reference` importable from a bare checkout too."""
+    try:
+        import poetx_bench.kernels  # noqa: F401
+        import poetx_bench.reference.poetx  # noqa: F401
+        return
+    except ImportError:
+        pass
+    sys.path.insert(0, str(ROOT))
+    import poetx_bench
+
+    for sub in ("reference", "kernels"):
+        name = f"poetx_bench.{sub}"
+        if name in sys.modules:
+            continue
+        spec = importlib.util.spec_from_file_location(name, ROOT / sub / "__init__.py",
+                                                      submodule_search_locations=[str(ROOT / sub)])
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules[name] = mod
+        spec.loader.exec_module(mod)
+        setattr(poetx_bench, sub, mod)
+
+
+# ------------------------------------------------------------------------------------------ helpers
+
+
+class Recorder:
+    """Appends JSON lines and keeps rows for the final table."""
+
+    def __init__(self, out_dir: Path, common: dict):
+        out_dir.mkdir(parents=True, exist_ok=True)
+        self.path = out_dir / "kernels.jsonl"
+        self.common = common
+        self.rows: list[dict] = []
+
+    def add(self, rec: dict) -> dict:
+        rec = {**self.common, **rec}
+        self.rows.append(rec)
+        with open(self.path, "a") as f:
+            f.write(json.dumps(rec, default=str) + "\n")
+        return rec
+
+
+def _guard(rec: Recorder, base: dict, fn):
+    """Run fn() -> dict of results; record base+results, or base+error. Never raises."""
+    try:
+        res = fn()
+        return rec.add({**base, **(res or {})})
+    except Exception as e:  # noqa: BLE001 - one bad case must not stop the run
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+            torch.cuda.empty_cache()
+        return rec.add({**base, "error": f"{type(e).__name__}: {e}",
+                        "traceback": traceback.format_exc(limit=6)})
+
+
+def make_timer(device, reps_ms: int, warmup_ms: int):
+    """(fn, grad_to_none) -> (q25, median, q75) in ms: do_bench on CUDA, a wall clock on CPU."""
+    import torch
+
+    if device.type == "cuda":
+        from triton.testing import do_bench
+
+        def timer(fn, grad_to_none=None):
+            q = do_bench(fn, warmup=warmup_ms, rep=reps_ms, grad_to_none=grad_to_none,
+                         quantiles=[0.25, 0.5, 0.75])
+            return float(q[0]), float(q[1]), float(q[2])
+        return timer
+
+    def cpu_timer(fn, grad_to_none=None):
+        fn()
+        ts = []
+        for _ in range(3):
+            if grad_to_none:
+                for t in grad_to_none:
+                    t.grad = None
+            t0 = time.perf_counter()
+            fn()
+            ts.append((time.perf_counter() - t0) * 1e3)
+        ts.sort()
+        return ts[0], ts[len(ts) // 2], ts[-1]
+    del torch
+    return cpu_timer
+
+
+def _timing(q):
+    q25, med, q75 = q
+    return {"median_ms": med, "q25_ms": q25, "q75_ms": q75, "iqr_ms": q75 - q25}
+
+
+def _rel(a, b) -> float:
+    a = a.detach().double().cpu()
+    b = b.detach().double().cpu()
+    return float((a - b).abs().max() / b.abs().max().clamp_min(1e-30))
+
+
+def _peaks(device_name: str):
+    for k, v in PEAKS.items():
+        if k in device_name:
+            return v
+    return DEFAULT_PEAK
+
+
+def _floor_ms(flop: float, nbytes: float, dtype, peaks) -> float:
+    import torch
+
+    tflops = peaks[0] if dtype in (torch.bfloat16, torch.float16) else peaks[1]
+    return max(flop / (tflops * 1e12), nbytes / (peaks[2] * 1e12)) * 1e3
+
+
+def _rates(flop, nbytes, med_ms, dtype, peaks) -> dict:
+    floor = _floor_ms(flop, nbytes, dtype, peaks)
+    s = med_ms * 1e-3
+    return {"flop": flop, "bytes": nbytes, "tflops": flop / s / 1e12 if s > 0 else None,
+            "tbps": nbytes / s / 1e12 if s > 0 else None, "floor_ms": floor,
+            "floor_frac": floor / med_ms if med_ms > 0 else None}
+
+
+def _pow2(n: int) -> int:
+    return 1 << max(0, int(max(n, 16)) - 1).bit_length()
+
+
+def _seed_layer(layer, std=0.05, seed=0):
+    import torch
+
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    with torch.no_grad():
+        for p in (layer.skew_in, layer.skew_out):
+            p.copy_(torch.randn(p.shape, generator=g) * std)
+    return layer
+
+
+# --------------------------------------------------------------------------------------- sections
+
+
+def correctness(rec, device, blocks, smoke):
+    """triton vs torch on this device: fp32 (exact dots) vs float64, and bf16 vs the fp32 torch path."""
+    import torch
+
+    from poetx_bench.reference.poetx import POETXLinear
+
+    shapes = [(64, 96), (100, 70)] if smoke else [(1024, 1536), (1000, 1500), (4096, 4096)]
+    tokens = 33 if smoke else 257
+    old_tf32 = torch.backends.cuda.matmul.allow_tf32
+    for b in blocks:
+        for (i, o) in shapes:
+            for mode in ("fast", "mem"):
+                for dtype in (torch.float32, torch.bfloat16):
+                    if dtype == torch.float32 and i * o > 2_000_000 and not smoke:
+                        continue
+                    base = {"section": "correctness", "in": i, "out": o, "b": b, "mode": mode,
+                            "dtype": str(dtype).replace("torch.", ""), "tokens": tokens}
+
+                    def run(i=i, o=o, b=b, mode=mode, dtype=dtype):
+                        torch.backends.cuda.matmul.allow_tf32 = False
+                        try:
+                            ref_dtype = torch.float64 if dtype == torch.float32 else torch.float32
+                            ref = _seed_layer(POETXLinear(i, o, b, mode=mode, backend="torch", device=device,
+                                                          dtype=ref_dtype), seed=b + i)
+                            tri = POETXLinear(i, o, b, mode=mode, backend="triton", device=device, dtype=dtype)
+                            tri.load_state_dict({k: (v.to(dtype) if v.is_floating_point() else v)
+                                                 for k, v in ref.state_dict().items()})
+                            ref.load_state_dict({k: (v.to(ref_dtype) if v.is_floating_point() else v)
+                                                 for k, v in tri.state_dict().items()})
+                            g = torch.Generator(device="cpu").manual_seed(1)
+                            x = torch.randn(tokens, i, generator=g).to(device)
+                            gy = torch.randn(tokens, o, generator=g).to(device)
+                            xr = x.to(ref_dtype).detach().clone().requires_grad_(True)
+                            xt = x.to(dtype).detach().clone().requires_grad_(True)
+                            yr = ref(xr)
+                            yr.backward(gy.to(ref_dtype))
+                            yt = tri(xt)
+                            yt.backward(gy.to(dtype))
+                            errs = {"err_y": _rel(yt, yr), "err_x": _rel(xt.grad, xr.grad),
+                                    "err_skew_in": _rel(tri.skew_in.grad, ref.skew_in.grad),
+                                    "err_skew_out": _rel(tri.skew_out.grad, ref.skew_out.grad)}
+                        finally:
+                            torch.backends.cuda.matmul.allow_tf32 = old_tf32
+                        tol = 1e-4 if dtype == torch.float32 else 3e-2
+                        errs["tol"] = tol
+                        errs["ok"] = all(v <= tol for k, v in errs.items() if k.startswith("err_"))
+                        return errs
+
+                    _guard(rec, base, run)
+
+
+def _layer_case(device, dtype, x, gy, i, o, b, mode, backend, name, tokens, timer, peaks, impl="triton"):
+    from poetx_bench.kernels import set_block_impl
+
+    set_block_impl(impl)
+    try:
+        return _layer_case_inner(device, dtype, x, gy, i, o, b, mode, backend, name, tokens, timer, peaks)
+    finally:
+        set_block_impl("triton")
+
+
+def _layer_case_inner(device, dtype, x, gy, i, o, b, mode, backend, name, tokens, timer, peaks):
+    import torch
+
+    from poetx_bench.reference.poetx import POETXLinear
+
+    if name == "linear":
+        layer = torch.nn.Linear(i, o, bias=False, device=device, dtype=dtype)
+        params = [layer.weight]
+        gemm_flop = 3 * 2 * tokens * i * o
+    else:
+        layer = _seed_layer(POETXLinear(i, o, b, mode=mode, backend=backend, device=device, dtype=dtype))
+        params = [layer.skew_in, layer.skew_out]
+        gemm_flop = (3 if mode == "mem" else 2) * 2 * tokens * i * o
+
+    def step():
+        y = layer(x)
+        y.backward(gy)
+
+    gtn = [x, *params]
+    step()  # compile / warm caches outside the timed region
+    peak_mb = None
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        for t in gtn:
+            t.grad = None
+        torch.cuda.reset_peak_memory_stats()
+        base_mem = torch.cuda.memory_allocated()
+        step()
+        torch.cuda.synchronize()
+        peak_mb = (torch.cuda.max_memory_allocated() - base_mem) / 2**20
+    q = timer(step, grad_to_none=gtn)
+    res = _timing(q)
+    res["peak_step_mem_mb"] = peak_mb
+    res["gemm_tflops"] = gemm_flop / (q[1] * 1e-3) / 1e12
+    res["gemm_floor_ms"] = gemm_flop / (peaks[0] * 1e12) * 1e3
+    return res
+
+
+def layers(rec, device, dtype, tokens, shapes, blocks, timer, peaks):
+    """forward+backward of one layer: nn.Linear vs POET-X {fast, mem} x {torch, triton}."""
+    import torch
+
+    for (i, o) in shapes:
+        g = torch.Generator(device="cpu").manual_seed(0)
+        x = torch.randn(tokens, i, generator=g).to(device=device, dtype=dtype).requires_grad_(True)
+        gy = torch.randn(tokens, o, generator=g).to(device=device, dtype=dtype)
+        methods = [("linear", None, None, None, "triton")]
+        for b in blocks:
+            for mode in ("fast", "mem"):
+                for backend in ("torch", "triton"):
+                    methods.append((f"poetx-{mode}-{backend}", b, mode, backend, "triton"))
+                # Triton Cayley + lean autograd, but torch gathers/einsum for the permuted block ops
+                methods.append((f"poetx-{mode}-triton+torchperm", b, mode, "triton", "torch"))
+        for name, b, mode, backend, impl in methods:
+            base = {"section": "layer", "name": name, "in": i, "out": o, "b": b, "mode": mode,
+                    "backend": backend, "block_impl": impl if backend == "triton" else None,
+                    "tokens": tokens, "dtype": str(dtype).replace("torch.", "")}
+            _guard(rec, base, partial(_layer_case, device, dtype, x, gy, i, o, b, mode, backend, name, tokens,
+                                      timer, peaks, impl))
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+
+
+def kernel_costs(b, n, tokens, dim, terms, elt):
+    """FLOPs and bytes (minimum traffic) per kernel; see kernels/NOTES.md."""
+    npk = n * b * (b - 1) // 2
+    m = terms + 1
+    bwd_dots = (m - 2) + 3 * (m - 1) if m >= 2 else 0
+    return {
+        "cayley_fwd": (terms * 2 * n * b ** 3, npk * elt + n * b * b * 4),
+        "cayley_bwd": (bwd_dots * 2 * n * b ** 3, n * b * b * 4 + npk * (elt + 4)),
+        "apply": (2 * tokens * n * b * b, 2 * tokens * dim * elt + n * b * b * elt),
+        "grad": (2 * tokens * n * b * b, 2 * tokens * dim * elt + n * b * b * 4),
+    }
+
+
+def _kernel_fns(device, dtype, tokens, dim, b, terms):
+    """The timed callables of one (dim, b): triton kernels and the torch ops they replace."""
+    import torch
+
+    from poetx_bench.kernels import block_perm_apply_raw, block_perm_grad
+    from poetx_bench.kernels.cayley import cayley_neumann_backward, cayley_neumann_forward
+    from poetx_bench.reference.blocks import BlockLayout, block_grad, blockwise_apply
+    from poetx_bench.reference.cayley import cayley_neumann, skew_from_packed
+
+    lay = BlockLayout(dim, b)
+    n = lay.n_full
+    g = torch.Generator(device="cpu").manual_seed(b)
+    packed = (torch.randn(n, b * (b - 1) // 2, generator=g) * 0.05).to(device=device, dtype=dtype)
+    x = torch.randn(tokens, dim, generator=g).to(device=device, dtype=dtype)
+    go = torch.randn(tokens, dim, generator=g).to(device=device, dtype=dtype)
+    perm = torch.randperm(dim, generator=g).to(device)
+    inv = torch.argsort(perm)
+    gblk_c = cayley_neumann_forward(packed, b, terms).to(dtype)
+    gg = torch.randn(n, b, b, generator=g).to(device)
+    gg_c = gg.to(dtype)
+    pk_req = packed.detach().clone().requires_grad_(True)
+
+    def torch_fwdbwd():
+        cayley_neumann(skew_from_packed(pk_req, b), terms).backward(gg_c)
+
+    def apply_torch():
+        u = x.index_select(-1, perm)
+        return blockwise_apply(u, lay, gblk_c, None, True).index_select(-1, inv)
+
+    return n, [
+        ("cayley_fwd", "triton", lambda: cayley_neumann_forward(packed, b, terms), None),
+        ("cayley_bwd", "triton", lambda: cayley_neumann_backward(packed, gg, b, terms), None),
+        ("cayley_fwd", "torch", lambda: cayley_neumann(skew_from_packed(packed, b), terms), None),
+        ("cayley_fwdbwd", "torch", torch_fwdbwd, [pk_req]),
+        ("apply", "triton", lambda: block_perm_apply_raw(x, gblk_c, perm, b, True), None),
+        ("apply", "torch", apply_torch, None),
+        ("grad", "triton", lambda: block_perm_grad(go, x, perm, b, n), None),
+        ("grad", "torch", lambda: block_grad(go.index_select(-1, perm), x.index_select(-1, perm), lay), None),
+    ]
+
+
+def _timed(fn, gtn, timer, cost, kd, peaks):
+    fn()
+    res = _timing(timer(fn, grad_to_none=gtn))
+    if cost is not None:
+        res.update(_rates(*cost, res["median_ms"], kd, peaks))
+    return res
+
+
+def kernels(rec, device, dtype, tokens, dims, blocks, timer, peaks, terms=3):
+    """Per-kernel times, triton vs the torch ops the reference path uses for the same result."""
+    import torch
+
+    elt = torch.empty((), dtype=dtype).element_size()
+    for dim in dims:
+        for b in blocks:
+            base0 = {"section": "kernel", "dim": dim, "b": b, "tokens": tokens,
+                     "dtype": str(dtype).replace("torch.", ""), "terms": terms}
+            try:
+                n, cases = _kernel_fns(device, dtype, tokens, dim, b, terms)
+            except Exception as e:  # noqa: BLE001
+                rec.add({**base0, "name": "setup", "error": f"{type(e).__name__}: {e}"})
+                continue
+            costs = kernel_costs(b, n, tokens, n * b, terms, elt)
+            for kname, impl, fn, gtn in cases:
+                base = {**base0, "name": kname, "impl": impl, "n_blocks": n}
+                kd = torch.float32 if kname.startswith("cayley") else dtype
+                _guard(rec, base, partial(_timed, fn, gtn, timer, costs.get(kname), kd, peaks))
+            del cases
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+
+
+APPLY_SWEEP = [  # BM, BN, BK, warps, stages
+    (32, 32, 32, 4, 2),
+    (128, 256, 32, 8, 2), (128, 256, 64, 8, 2), (64, 256, 32, 8, 3), (128, 128, 32, 8, 2),
+    (64, 128, 32, 4, 3), (64, 256, 64, 8, 2),
+]
+GRAD_SWEEP = [  # BD, BC, BR, warps, stages, split (None = heuristic)
+    (32, 32, 32, 4, 2, None),
+    (128, 256, 32, 8, 3, None), (128, 256, 64, 8, 2, None), (128, 128, 32, 8, 3, None),
+    (128, 256, 32, 8, 3, 4), (128, 256, 32, 8, 3, 16), (64, 256, 32, 8, 3, None),
+]
+CAYLEY_SWEEP = [  # BM, BN, BK, warps, stages
+    (32, 128, 64, 8, 2), (16, 128, 64, 4, 2), (32, 256, 64, 8, 2), (16, 256, 32, 8, 2), (64, 128, 64, 8, 2),
+    (32, 128, 32, 4, 3),
+]
+
+
+def _sweep_inputs(device, dtype, tokens, dim, b):
+    import torch
+
+    n = dim // b
+    g = torch.Generator(device="cpu").manual_seed(b)
+    x = torch.randn(tokens, dim, generator=g).to(device=device, dtype=dtype)
+    perm = torch.randperm(dim, generator=g).to(device)
+    gblk = (torch.randn(n, b, b, generator=g) / b ** 0.5).to(device=device, dtype=dtype)
+    packed = (torch.randn(n, b * (b - 1) // 2, generator=g) * 0.05).to(device=device, dtype=dtype)
+    gg = torch.randn(n, b, b, generator=g).to(device)
+    return n, x, perm, gblk, packed, gg, torch.empty_like(x)
+
+
+def sweep(rec, device, dtype, tokens, dim, blocks, timer, peaks, terms=3):
+    """Time a few tile configs per kernel (for choosing the defaults in block_perm.py / cayley.py)."""
+    import torch
+
+    from poetx_bench.kernels.block_perm import block_perm_apply_full_, block_perm_grad
+    from poetx_bench.kernels.cayley import cayley_neumann_backward, cayley_neumann_forward
+
+    elt = torch.empty((), dtype=dtype).element_size()
+    dt = str(dtype).replace("torch.", "")
+    for b in blocks:
+        n, x, perm, gblk, packed, gg, out = _sweep_inputs(device, dtype, tokens, dim, b)
+        costs = kernel_costs(b, n, tokens, n * b, terms, elt)
+        for bm, bn, bk, w, s in APPLY_SWEEP:
+            if bn > _pow2(b) or bk > _pow2(b) or (bn < 64 and b >= 128):
+                continue
+            cfg = {"BM": bm, "BN": bn, "BK": bk, "num_warps": w, "num_stages": s}
+            for transpose in (True, False):
+                base = {"section": "sweep", "name": "apply", "transpose": transpose, "cfg": cfg, "b": b,
+                        "dim": dim, "tokens": tokens, "dtype": dt}
+                fn = partial(block_perm_apply_full_, x, gblk, perm, b, transpose, out, cfg)
+                _guard(rec, base, partial(_timed, fn, None, timer, costs["apply"], dtype, peaks))
+        for bd, bc, br, w, s, split in GRAD_SWEEP:
+            if bd > _pow2(b) or bc > _pow2(b) or (bd < 64 and b >= 128):
+                continue
+            cfg = {"BD": bd, "BC": bc, "BR": br, "num_warps": w, "num_stages": s, "split": split}
+            base = {"section": "sweep", "name": "grad", "cfg": cfg, "b": b, "dim": dim, "tokens": tokens,
+                    "dtype": dt}
+            fn = partial(block_perm_grad, x, x, perm, b, n, config=cfg)
+            _guard(rec, base, partial(_timed, fn, None, timer, costs["grad"], dtype, peaks))
+        for bm, bn, bk, w, s in CAYLEY_SWEEP:
+            if bm > _pow2(b) or bn > _pow2(b) or bk > _pow2(b):
+                continue
+            cfg = {"BM": bm, "BN": bn, "BK": bk, "num_warps": w, "num_stages": s}
+            for kname in ("cayley_fwd", "cayley_bwd"):
+                base = {"section": "sweep", "name": kname, "cfg": cfg, "b": b, "n_blocks": n, "dtype": dt}
+                if kname == "cayley_fwd":
+                    fn = partial(cayley_neumann_forward, packed, b, terms, config=cfg)
+                else:
+                    fn = partial(cayley_neumann_backward, packed, gg, b, terms, config=cfg)
+                _guard(rec, base, partial(_timed, fn, None, timer, costs[kname], torch.float32, peaks))
+        # same default configs with each block's slice of perm sorted: how much does line locality of the
+        # gathered columns matter? (timing only; a sorted layout would need G permuted accordingly)
+        perm_sorted = perm.clone()
+        perm_sorted[: n * b] = perm[: n * b].view(n, b).sort(dim=1).values.reshape(-1)
+        for kname in ("apply", "grad"):
+            base = {"section": "sweep", "name": kname + "-sortedperm", "b": b, "dim": dim, "tokens": tokens,
+                    "dtype": dt, "cfg": "default"}
+            if kname == "apply":
+                fn = partial(block_perm_apply_full_, x, gblk, perm_sorted, b, True, out)
+            else:
+                fn = partial(block_perm_grad, x, x, perm_sorted, b, n)
+            _guard(rec, base, partial(_timed, fn, None, timer, costs[kname], dtype, peaks))
+        base = {"section": "sweep", "name": "torch-index_select", "b": b, "dim": dim, "tokens": tokens, "dtype": dt}
+        _guard(rec, base, partial(_timed, partial(torch.index_select, x, 1, perm), None, timer,
+                                  (0, 2 * x.numel() * elt), dtype, peaks))
+        del x, gblk, packed, gg, out
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+
+
+# ------------------------------------------------------------------------------------------ table
+
+
+def _fmt(v, nd=3):
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        if math.isnan(v):
+            return "nan"
+        return f"{v:.{nd}g}" if abs(v) < 1e4 else f"{v:.0f}"
+    return str(v)
+
+
+def print_table(rows: list[dict]) -> None:
+    secs = {}
+    for r in rows:
+        secs.setdefault(r.get("section", "?"), []).append(r)
+    cols = {
+        "correctness": ["in", "out", "b", "mode", "dtype", "err_y", "err_x", "err_skew_in", "err_skew_out", "ok"],
+        "layer": ["name", "in", "out", "b", "median_ms", "iqr_ms", "peak_step_mem_mb", "gemm_tflops"],
+        "kernel": ["name", "impl", "dim", "b", "n_blocks", "median_ms", "iqr_ms", "tflops", "tbps", "floor_ms",
+                   "floor_frac"],
+        "sweep": ["name", "b", "transpose", "cfg", "median_ms", "tbps", "floor_frac"],
+    }
+    for sec, rs in secs.items():
+        if sec == "env":
+            continue
+        keys = cols.get(sec, sorted({k for r in rs for k in r}))
+        print(f"\n== {sec} ==")
+        table = [keys] + [[(_fmt(r.get(k)) if "error" not in r or k in ("name", "in", "out", "b", "impl")
+                            else ("ERROR" if k == keys[-1] else _fmt(r.get(k)))) for k in keys] for r in rs]
+        widths = [max(len(str(row[j])) for row in table) for j in range(len(keys))]
+        for row in table:
+            print("  ".join(str(c).ljust(w) for c, w in zip(row, widths)))
+        for r in rs:
+            if "error" in r:
+                print(f"  ! {r.get('name', '')} b={r.get('b')} {r.get('in', r.get('dim', ''))}: {r['error']}")
+
+
+# ------------------------------------------------------------------------------------------- main
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", required=True, type=Path, help="output directory (kernels.jsonl)")
+    ap.add_argument("--tokens", type=int, default=2048)
+    ap.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
+    ap.add_argument("--blocks", default="64,128,256,512", help="block sizes for the 4096x4096 layer and kernels")
+    ap.add_argument("--main-block", type=int, default=256, help="block size used for every shape")
+    ap.add_argument("--shapes", default="4096x4096,4096x14336,14336x4096")
+    ap.add_argument("--rep-ms", type=int, default=100)
+    ap.add_argument("--warmup-ms", type=int, default=25)
+    ap.add_argument("--sections", default="correctness,layer,kernel",
+                    help="comma list of correctness,layer,kernel,sweep")
+    ap.add_argument("--sweep", action="store_true", help="add the tile-config sweep section")
+    ap.add_argument("--cpu-smoke", action="store_true",
+                    help="no GPU: tiny shapes on CPU under the Triton interpreter (checks the script runs)")
+    args = ap.parse_args(argv)
+
+    if args.cpu_smoke:
+        os.environ["TRITON_INTERPRET"] = "1"
+    _bootstrap()
+    import torch
+
+    import poetx_bench.kernels as K
+
+    if args.cpu_smoke:
+        device = torch.device("cpu")
+        args.tokens, args.shapes, args.blocks, args.main_block = 33, "64x96,96x64", "32", 32
+        args.dtype = "float32"
+    else:
+        if not torch.cuda.is_available():
+            print("no CUDA device; use --cpu-smoke to check the script on CPU", file=sys.stderr)
+            return 2
+        device = torch.device("cuda")
+    dtype = getattr(torch, args.dtype)
+    blocks = [int(v) for v in args.blocks.split(",") if v]
+    shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",") if s]
+    sections = set(args.sections.split(","))
+    if args.sweep:
+        sections.add("sweep")
+    dev_name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
+    peaks = _peaks(dev_name)
+    try:
+        import triton
+
+        triton_version = triton.__version__
+    except Exception:  # noqa: BLE001
+        triton_version = None
+    common = {"run_id": time.strftime("%Y%m%dT%H%M%S"), "device": dev_name}
+    rec = Recorder(args.out, common)
+    from poetx_bench.kernels.block_perm import apply_config, grad_config
+    from poetx_bench.kernels.cayley import cayley_config
+
+    cuda = torch.device("cuda")
+    configs = {str(b): {"apply": apply_config(b, cuda, dtype=dtype),
+                        "grad": grad_config(b, args.tokens, 4096 // b, cuda, dtype=dtype),
+                        "cayley_fwd": cayley_config(b, cuda), "cayley_bwd": cayley_config(b, cuda, which="bwd")}
+               for b in sorted(set(blocks) | {args.main_block})}
+    rec.add({"section": "env", "torch": torch.__version__, "triton": triton_version,
+             "triton_available": K.triton_available(), "python": platform.python_version(),
+             "peaks_bf16_tflops_fp32_tflops_hbm_tbps": peaks, "argv": sys.argv[1:],
+             "default_gpu_configs": configs, "block_impl": K.block_impl()})
+    timer = make_timer(device, args.rep_ms, args.warmup_ms)
+    t0 = time.time()
+    if "correctness" in sections:
+        correctness(rec, device, blocks if not args.cpu_smoke else [32], args.cpu_smoke)
+    if "layer" in sections:
+        first, rest = shapes[:1], shapes[1:]
+        layers(rec, device, dtype, args.tokens, first, blocks, timer, peaks)
+        if rest:
+            layers(rec, device, dtype, args.tokens, rest, [args.main_block], timer, peaks)
+    if "kernel" in sections:
+        dims = sorted({d for s in shapes for d in s})
+        kernels(rec, device, dtype, args.tokens, dims[:1], blocks, timer, peaks)
+        if len(dims) > 1:
+            kernels(rec, device, dtype, args.tokens, dims[1:], [args.main_block], timer, peaks)
+    if "sweep" in sections:
+        sweep(rec, device, dtype, args.tokens, shapes[0][0], blocks, timer, peaks)
+    print_table(rec.rows)
+    n_err = sum(1 for r in rec.rows if "error" in r)
+    print(f"\n{len(rec.rows)} records, {n_err} errors, {time.time() - t0:.0f}s -> {rec.path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

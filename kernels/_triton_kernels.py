@@ -233,11 +233,14 @@ def cayley_bwd_kernel(q_ptr, gg_ptr, gp_ptr, pw_ptr, hb_ptr, b: tl.constexpr, n_
 
 
 @triton.jit
-def block_perm_apply_kernel(x_ptr, gt_ptr, perm_ptr, out_ptr, n_rows, b: tl.constexpr, n_tiles_n, n_kn,
+def block_perm_apply_kernel(x_ptr, gt_ptr, perm_ptr, sperm_ptr, out_ptr, n_rows, b: tl.constexpr, n_tiles_n, n_kn,
                             sxm, sxk, sgb, sgc, sgd, som, sok,
                             BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, PREC: tl.constexpr,
                             UPCAST: tl.constexpr):
-    """out[r, perm[k*b + d]] = sum_c x[r, perm[k*b + c]] Gt_k[c, d] for the full blocks k.
+    """out[r, sperm[k*b + d]] = sum_c x[r, perm[k*b + c]] Gt_k[c, d] for the full blocks k.
+
+    perm (load) and sperm (store) are separate index vectors: a POET-X layer gathers on the input side
+    and scatters on the output side only (identity index on the other end, which loads contiguously).
 
     Program = (row tile, block k x output column tile), numbered with the block index fastest, so the
     programs resident at one time all work on the same few row tiles: their gathered loads hit L2 lines
@@ -273,17 +276,17 @@ def block_perm_apply_kernel(x_ptr, gt_ptr, perm_ptr, out_ptr, n_rows, b: tl.cons
             acc = tl.dot(xt.to(tl.float32), gt.to(tl.float32), acc, input_precision=PREC)
         else:
             acc = tl.dot(xt, gt.to(xt.dtype), acc, input_precision=PREC)
-    pd = tl.load(pbase + d, mask=dmask, other=0)
+    pd = tl.load(sperm_ptr + blk.to(tl.int64) * b + d, mask=dmask, other=0)
     tl.store(out_ptr + rows64[:, None] * som + pd[None, :] * sok, acc.to(out_ptr.dtype.element_ty),
              mask=rmask[:, None] & dmask[None, :])
 
 
 @triton.jit
-def block_perm_grad_kernel(go_ptr, in_ptr, perm_ptr, out_ptr, n_rows, b: tl.constexpr, n_tiles_d, n_tiles_c,
+def block_perm_grad_kernel(go_ptr, in_ptr, perm_ptr, iperm_ptr, out_ptr, n_rows, b: tl.constexpr, n_tiles_d, n_tiles_c,
                            rows_per_split, sgm, sgk, sim, sik,
                            BD: tl.constexpr, BC: tl.constexpr, BR: tl.constexpr,
                            ATOMIC: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr):
-    """grad_G_k[d, c] = sum_r gout[r, perm[k*b + d]] * inp[r, perm[k*b + c]] (fp32 output).
+    """grad_G_k[d, c] = sum_r gout[r, perm[k*b + d]] * inp[r, iperm[k*b + c]] (fp32 output).
 
     Program = (block k x (d tile, c tile), row split). Both operands are gathered through perm on load;
     row splits are combined with fp32 atomics (ATOMIC) or, with one split, a plain store.
@@ -302,7 +305,7 @@ def block_perm_grad_kernel(go_ptr, in_ptr, perm_ptr, out_ptr, n_rows, b: tl.cons
     cmask = c < b
     pbase = perm_ptr + blk.to(tl.int64) * b
     pd = tl.load(pbase + d, mask=dmask, other=0)
-    pc = tl.load(pbase + c, mask=cmask, other=0)
+    pc = tl.load(iperm_ptr + blk.to(tl.int64) * b + c, mask=cmask, other=0)
     r_start = pid_s * rows_per_split
     r_end = tl.minimum(n_rows, r_start + rows_per_split)
     acc = tl.full((BD, BC), 0.0, tl.float32)

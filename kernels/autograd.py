@@ -1,7 +1,8 @@
 """POET-X layer forward/backward on the Triton kernels: `poetx_triton_forward(layer, x)`.
 
-y = side(F.linear(side(x, G_in), W0), G_out) with side(x, G) = x T^T, T = Pi^T blockdiag(G) Pi.
-Full blocks run in the fused gather + block-multiply kernels; a tail block (layout.tail > 0) and
+y[:, perm_out] = blocks_out(F.linear(blocks_in(x[:, perm_in]), W0)): the permutations are folded into the
+stored W0 (reference/layer_base.py), so the input side gathers on load and the output side scatters on
+store. Full blocks run in the fused gather/scatter + block-multiply kernels; a tail block (layout.tail > 0) and
 pass-through coordinates are done with torch ops on their few columns (correctness over speed there).
 The W0 GEMM stays cuBLAS (F.linear). Orthogonal blocks of the full blocks come from the fused
 Cayley-Neumann kernel in fp32 (CayleyNeumannFunction), so their gradients stay fp32 end to end.
@@ -15,6 +16,7 @@ Both also keep the fp32 blocks G (n b^2 each, small) and W0 (a parameter, no cop
 
 from __future__ import annotations
 
+import functools
 import os
 
 import torch
@@ -52,79 +54,95 @@ def set_block_impl(impl: str) -> None:
 
 
 class _Side:
-    """Static description of one side: layout numbers and the permutations (long, on device)."""
+    """Static description of one side: layout numbers and its permutation (long, on device)."""
 
-    __slots__ = ("b", "n_full", "tail", "covered", "dim", "perm", "inv")
+    __slots__ = ("b", "n_full", "tail", "covered", "dim", "perm", "inv", "ident")
 
-    def __init__(self, layout, perm, inv=None):
+    def __init__(self, layout, perm, inv):
         self.b, self.n_full, self.tail = layout.b, layout.n_full, layout.tail
         self.covered, self.dim = layout.covered, layout.dim
-        self.perm = perm
-        self.inv = inv
+        self.perm, self.inv = perm, inv
+        self.ident = _identity(layout.dim, perm.device)
 
 
-def _side_apply_torch(x2, g_full, g_tail, side: _Side, transpose: bool) -> torch.Tensor:
-    """The reference's ops: gather, batched block multiply, gather with the inverse permutation."""
-    u = x2.index_select(1, side.perm)
+@functools.lru_cache(maxsize=256)
+def _identity(n: int, device: torch.device) -> torch.Tensor:
+    """arange(n) as an index: the kernels' 'no permutation' on one end (loads/stores contiguously)."""
+    return torch.arange(n, device=device)
+
+
+def _blocks_torch(u, g_full, g_tail, side: _Side, transpose: bool) -> torch.Tensor:
+    """Block products of already-gathered columns u (full blocks, tail, pass-through)."""
     nb = side.n_full * side.b
     v = torch.empty_like(u)
     eq = "nkc,kdc->nkd" if transpose else "nkc,kcd->nkd"
     v[:, :nb] = torch.einsum(eq, u[:, :nb].reshape(-1, side.n_full, side.b), g_full).reshape(-1, nb)
     if side.tail:
-        g = g_tail[0].to(x2.dtype)
+        g = g_tail[0].to(u.dtype)
         v[:, nb:side.covered] = u[:, nb:side.covered] @ (g.T if transpose else g)
     if side.covered < side.dim:
         v[:, side.covered:] = u[:, side.covered:]
-    inv = side.inv if side.inv is not None else torch.argsort(side.perm)
-    return v.index_select(1, inv)
+    return v
 
 
 def side_apply(x2: torch.Tensor, g_full: torch.Tensor, g_tail: torch.Tensor | None, side: _Side,
-               transpose: bool) -> torch.Tensor:
-    """x2 T^T (transpose) or x2 T for one side: kernel for full blocks, torch for tail/pass-through."""
+               transpose: bool, gather: bool) -> torch.Tensor:
+    """Block products of one side, with the permutation on the load (gather=True: out = blocks(x2[:, perm]))
+    or on the store (gather=False: out[:, perm] = blocks(x2)). transpose selects u G^T or u G.
+
+    Full blocks run in the fused kernel (the other end's index is the identity); tail blocks and
+    pass-through coordinates use torch ops on their few columns.
+    """
     if block_impl() == "torch":
-        return _side_apply_torch(x2, g_full, g_tail, side, transpose)
+        u = x2.index_select(1, side.perm) if gather else x2
+        v = _blocks_torch(u, g_full, g_tail, side, transpose)
+        return v if gather else v.index_select(1, side.inv)
+    load, store = (side.perm, side.ident) if gather else (side.ident, side.perm)
     out = torch.empty(x2.shape[0], side.dim, dtype=x2.dtype, device=x2.device)
-    block_perm_apply_full_(x2, g_full, side.perm, side.b, transpose, out)
+    block_perm_apply_full_(x2, g_full, load, side.b, transpose, out, store_perm=store)
     nb = side.n_full * side.b
     if side.tail:
-        idx = side.perm[nb:side.covered]
         g = g_tail[0].to(x2.dtype)
-        out.index_copy_(1, idx, x2.index_select(1, idx) @ (g.T if transpose else g))
+        prod = x2.index_select(1, load[nb:side.covered]) @ (g.T if transpose else g)
+        out.index_copy_(1, store[nb:side.covered], prod)
     if side.covered < side.dim:
-        idx = side.perm[side.covered:]
-        out.index_copy_(1, idx, x2.index_select(1, idx))
+        out.index_copy_(1, store[side.covered:], x2.index_select(1, load[side.covered:]))
     return out
 
 
-def side_grads(gout: torch.Tensor, inp: torch.Tensor, side: _Side, need_full: bool, need_tail: bool):
-    """(grad_G_full fp32, grad_G_tail) of out = side(inp, G) (transpose=True) given d out = gout."""
+def side_grads(gout: torch.Tensor, inp: torch.Tensor, side: _Side, gout_perm, inp_perm,
+               need_full: bool, need_tail: bool):
+    """(grad_G_full fp32, grad_G_tail) of out_k = inp_k G_k^T given d out = gout, where the block columns
+    of gout and inp are read through gout_perm / inp_perm (None: identity)."""
     g_full = g_tail = None
+    nb = side.n_full * side.b
+    gp = side.ident if gout_perm is None else gout_perm
+    ip = side.ident if inp_perm is None else inp_perm
     if need_full and block_impl() == "torch":
-        nb = side.n_full * side.b
-        idx = side.perm[:nb]
-        go = gout.index_select(1, idx).reshape(-1, side.n_full, side.b)
-        xi = inp.index_select(1, idx).reshape(-1, side.n_full, side.b)
+        go = gout.index_select(1, gp[:nb]).reshape(-1, side.n_full, side.b)
+        xi = inp.index_select(1, ip[:nb]).reshape(-1, side.n_full, side.b)
         g_full = torch.einsum("nkd,nkc->kdc", go, xi).float()
     elif need_full:
-        g_full = block_perm_grad(gout, inp, side.perm, side.b, side.n_full)
+        g_full = block_perm_grad(gout, inp, gp, side.b, side.n_full, inp_perm=ip)
     if need_tail and side.tail:
-        idx = side.perm[side.n_full * side.b:side.covered]
-        g_tail = (gout.index_select(1, idx).T @ inp.index_select(1, idx)).unsqueeze(0)
+        sl = slice(nb, side.covered)
+        g_tail = (gout.index_select(1, gp[sl]).T @ inp.index_select(1, ip[sl])).unsqueeze(0)
     return g_full, g_tail
 
 
 class POETXTritonFunction(torch.autograd.Function):
-    """x2 (tokens, in) -> y2 (tokens, out) given fp32 full blocks and optional torch tail blocks."""
+    """x2 (tokens, in) -> y2 (tokens, out) given fp32 full blocks and optional torch tail blocks.
+
+    Folded permutations (reference/layer_base.py): c = blocks(x2[:, perm_in]), h = c W0^T,
+    y[:, perm_out] = blocks(h).
+    """
 
     @staticmethod
     def forward(ctx, x2, gi, gi_t, go, go_t, weight, sides, mode):
         s_in, s_out = sides
         gi_c, go_c = gi.to(x2.dtype), go.to(x2.dtype)
-        c = side_apply(x2, gi_c, gi_t, s_in, transpose=True)
-        h = F.linear(c, weight)
-        del c
-        y = side_apply(h, go_c, go_t, s_out, transpose=True)
+        h = F.linear(side_apply(x2, gi_c, gi_t, s_in, transpose=True, gather=True), weight)
+        y = side_apply(h, go_c, go_t, s_out, transpose=True, gather=False)
         ctx.sides, ctx.mode = sides, mode
         ctx.save_for_backward(x2, h if mode == "fast" else None, gi, gi_t, go, go_t, weight)
         return y
@@ -138,17 +156,19 @@ class POETXTritonFunction(torch.autograd.Function):
         gi_c, go_c = gi.to(dt), go.to(dt)
         gy = gy.to(dt)
         if h is None:  # mem mode: recompute the GEMM output
-            h = F.linear(side_apply(x2, gi_c, gi_t, s_in, transpose=True), weight)
-        g_go, g_got = side_grads(gy, h, s_out, need_go, need_got)
+            h = F.linear(side_apply(x2, gi_c, gi_t, s_in, transpose=True, gather=True), weight)
+        # output side: ge = gy[:, perm_out]; grad G_out = ge^T h (blockwise); gh = ge G_out
+        g_go, g_got = side_grads(gy, h, s_out, s_out.perm, None, need_go, need_got)
         del h
         gx = g_gi = g_git = None
         if need_x or need_gi or need_git:
-            gh = side_apply(gy, go_c, go_t, s_out, transpose=False)
+            gh = side_apply(gy, go_c, go_t, s_out, transpose=False, gather=True)
             gc = gh @ weight
             del gh
-            g_gi, g_git = side_grads(gc, x2, s_in, need_gi, need_git)
+            # input side: a = x[:, perm_in]; grad G_in = gc^T a (blockwise); gx[:, perm_in] = gc G_in
+            g_gi, g_git = side_grads(gc, x2, s_in, None, s_in.perm, need_gi, need_git)
             if need_x:
-                gx = side_apply(gc, gi_c, gi_t, s_in, transpose=False)
+                gx = side_apply(gc, gi_c, gi_t, s_in, transpose=False, gather=False)
         if g_got is not None:
             g_got = g_got.to(go_t.dtype)
         if g_git is not None:

@@ -87,8 +87,10 @@ def _as_2d(x: torch.Tensor) -> torch.Tensor:
 
 
 def block_perm_apply_full_(x2: torch.Tensor, g: torch.Tensor, perm: torch.Tensor, b: int, transpose: bool,
-                           out: torch.Tensor, config: dict | None = None) -> torch.Tensor:
-    """Write the full-block coordinates out[:, perm[:n*b]] of x2 T^T (or x2 T); others are untouched.
+                           out: torch.Tensor, config: dict | None = None,
+                           store_perm: torch.Tensor | None = None) -> torch.Tensor:
+    """Write the full-block coordinates out[:, store_perm[:n*b]] of the block products of
+    x2[:, perm[:n*b]] (store_perm defaults to perm: x2 T^T or x2 T); other columns are untouched.
 
     x2 and out are 2-D with any strides; g is (n, b, b) and is cast to x2's dtype (tiny) so the tl.dot
     operands match.
@@ -104,7 +106,7 @@ def block_perm_apply_full_(x2: torch.Tensor, g: torch.Tensor, perm: torch.Tensor
     nt = _cdiv(b, cfg["BN"])
     grid = (_cdiv(n_rows, cfg["BM"]) * n * nt,)
     kernels_for(x2.device).block_perm_apply_kernel[grid](
-        x2, gt, perm, out, n_rows, b, nt, n * nt,
+        x2, gt, perm, perm if store_perm is None else store_perm, out, n_rows, b, nt, n * nt,
         x2.stride(0), x2.stride(1), gt.stride(0), gt.stride(1), gt.stride(2), out.stride(0), out.stride(1),
         BM=cfg["BM"], BN=cfg["BN"], BK=cfg["BK"], PREC=dot_precision(x2.dtype),
         UPCAST=_upcast(x2.device, x2.dtype),
@@ -131,8 +133,10 @@ def block_perm_apply_raw(x: torch.Tensor, g: torch.Tensor, perm: torch.Tensor, b
 
 
 def block_perm_grad(gout: torch.Tensor, inp: torch.Tensor, perm: torch.Tensor, b: int, n_blocks: int,
-                    config: dict | None = None, out: torch.Tensor | None = None) -> torch.Tensor:
-    """grad_G (n_blocks, b, b) fp32 with grad_G_k[d, c] = sum_rows gout[:, perm[kb+d]] inp[:, perm[kb+c]].
+                    config: dict | None = None, out: torch.Tensor | None = None,
+                    inp_perm: torch.Tensor | None = None) -> torch.Tensor:
+    """grad_G (n_blocks, b, b) fp32 with grad_G_k[d, c] = sum_rows gout[:, perm[kb+d]] inp[:, iperm[kb+c]],
+    iperm = inp_perm (defaults to perm).
 
     `out` (fp32, contiguous) may be given; it is zeroed first only when the row split needs atomics.
     """
@@ -140,6 +144,7 @@ def block_perm_grad(gout: torch.Tensor, inp: torch.Tensor, perm: torch.Tensor, b
     in2 = _as_2d(inp)
     n_rows = go2.shape[0]
     perm = perm.to(device=go2.device, dtype=torch.long).contiguous()
+    iperm = perm if inp_perm is None else inp_perm.to(device=go2.device, dtype=torch.long).contiguous()
     cfg = grad_config(b, n_rows, n_blocks, go2.device, config, dtype=go2.dtype)
     split = cfg["split"]
     rows_per_split = _cdiv(_cdiv(max(n_rows, 1), split), cfg["BR"]) * cfg["BR"]
@@ -154,7 +159,7 @@ def block_perm_grad(gout: torch.Tensor, inp: torch.Tensor, perm: torch.Tensor, b
     ntd, ntc = _cdiv(b, cfg["BD"]), _cdiv(b, cfg["BC"])
     grid = (n_blocks * ntd * ntc, split)
     kernels_for(go2.device).block_perm_grad_kernel[grid](
-        go2, in2, perm, out, n_rows, b, ntd, ntc, rows_per_split,
+        go2, in2, perm, iperm, out, n_rows, b, ntd, ntc, rows_per_split,
         go2.stride(0), go2.stride(1), in2.stride(0), in2.stride(1),
         BD=cfg["BD"], BC=cfg["BC"], BR=cfg["BR"], ATOMIC=atomic, PREC=dot_precision(go2.dtype),
         UPCAST=_upcast(go2.device, go2.dtype),

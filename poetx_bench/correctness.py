@@ -34,6 +34,7 @@ def layer_equivalence(fin: int, fout: int, b: int, method: str, dtype: str, devi
 
     gen = torch.Generator().manual_seed(seed)
     ref = POETLinear(fin, fout, b, dtype=torch.float64)
+    ref.redraw_permutations(gen)  # non-trivial permutations folded into W0, as after a merge
     with torch.no_grad():
         ref.skew_in.copy_(torch.randn(ref.skew_in.shape, generator=gen, dtype=torch.float64) * 0.02)
         ref.skew_out.copy_(torch.randn(ref.skew_out.shape, generator=gen, dtype=torch.float64) * 0.02)

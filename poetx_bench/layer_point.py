@@ -36,6 +36,7 @@ def build_layer(cfg: dict, device, dtype) -> nn.Module:
     else:
         layer = POETXLinear(fin, fout, b, mode=cfg["method"].split("-")[1], device=device, dtype=dtype,
                             backend=cfg.get("backend", "torch"))
+    layer.redraw_permutations()  # random permutations, as after a merge: gathers are not contiguous
     with torch.no_grad():  # non-trivial transforms, as mid-training
         layer.skew_in.normal_(0, 1e-2)
         layer.skew_out.normal_(0, 1e-2)

@@ -7,9 +7,10 @@ at every merge, so that coordinate lands in a real block next time; no layer is 
 If b >= dim the whole dimension is one block. All blocks' packed skew parameters are concatenated into
 one flat vector per side: full blocks first, then the tail.
 
-The side transform is block-stochastic: T = Pi^T D Pi with D = blockdiag(G_1, ..., G_m) and Pi the
-permutation with (x Pi^T)[:, j] = x[:, perm[j]]. Input-centric application never forms D or Pi:
-x T^T = ((x[:, perm]) D^T)[:, inv_perm].
+Permutations are folded into W0 (see layer_base): a layer stores Wp = Pi_out W Pi_in^T and computes
+y = x Pi_in^T D_in^T Wp^T D_out^T Pi_out, where Pi is the permutation with (x Pi^T)[:, j] = x[:, perm[j]]
+and D = blockdiag(G_1, ..., G_m). Input-centric application never forms D or Pi: a gather of x's
+columns, block products, the GEMM, block products, a scatter of y's columns.
 """
 
 from __future__ import annotations
@@ -114,7 +115,9 @@ def block_grad(grad_out: torch.Tensor, inp: torch.Tensor, layout: BlockLayout):
 
 def block_stochastic_apply(x: torch.Tensor, layout: BlockLayout, g_full, g_tail, perm: torch.Tensor,
                            inv_perm: torch.Tensor, transpose: bool = True) -> torch.Tensor:
-    """x T^T (transpose=True) or x T (transpose=False) for T = Pi^T D Pi, without forming D or Pi."""
+    """x T^T (transpose=True) or x T (transpose=False) for T = Pi^T D Pi, without forming D or Pi.
+
+    A general-purpose op (kernels' fallback and tests); the layers use the folded form directly."""
     u = x.index_select(-1, perm)
     u = blockwise_apply(u, layout, g_full, g_tail, transpose)
     return u.index_select(-1, inv_perm)

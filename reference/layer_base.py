@@ -2,13 +2,21 @@
 
 Both layers hold exactly the same state, under the same state_dict keys, so a checkpoint of one loads
 into the other:
-  weight        frozen W0 (out x in), a Parameter with requires_grad=False
+  weight        frozen W0 (out x in), a Parameter with requires_grad=False, stored with the current
+                permutations folded in (see below)
   skew_in       packed skew parameters of the input-side blocks (flat, see blocks.BlockLayout)
   skew_out      packed skew parameters of the output-side blocks
   bias          optional, trainable
   perm_in, inv_perm_in, perm_out, inv_perm_out   long buffers
-The layer computes y = x W^T + bias with W = R W0 P, R = Pi_out^T D_out Pi_out, P = Pi_in^T D_in Pi_in,
-D = blockdiag of Cayley(-Neumann) orthogonal blocks. With zero skew parameters W == W0.
+The layer computes y = x W^T + bias with the dense weight
+    W = Pi_out^T D_out W0 D_in Pi_in,
+D = blockdiag of Cayley(-Neumann) orthogonal blocks and Pi the permutation matrix with
+(x Pi^T)[:, j] = x[:, perm[j]]. This is POET's block-stochastic W = R W_prev P with R = Pi_out^T D_out
+Pi_out and P = Pi_in^T D_in Pi_in applied to the previously merged weight W_prev, with the permutations
+folded into the stored W0 = Pi_out W_prev Pi_in^T at each merge, as POET-X does: the input-centric
+forward then needs one gather of x's columns and one scatter of y's columns, not four permuted passes.
+Permutations start as the identity (W0 is i.i.d. Gaussian with unit rows, so permuting it changes
+nothing in distribution) and are redrawn at every merge; with zero skew parameters, W == W0 at start.
 """
 
 from __future__ import annotations
@@ -16,7 +24,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .blocks import BlockLayout, block_stochastic_apply
+from .blocks import BlockLayout, blockwise_apply
 from .cayley import DEFAULT_NEUMANN_TERMS
 
 
@@ -65,14 +73,17 @@ class POETLayerBase(nn.Module):
 
     # --- initialisation and permutations -------------------------------------------------------
     def reset_parameters(self) -> None:
-        """W0 from the paper's init, zero skew (identity transforms), fresh permutations."""
+        """W0 from the paper's init, zero skew (identity transforms), identity permutations."""
         init_frozen_weight_(self.weight)
         with torch.no_grad():
             self.skew_in.zero_()
             self.skew_out.zero_()
             if self.bias is not None:
                 self.bias.zero_()
-        self.redraw_permutations()
+            for name, n in (("perm_in", self.in_features), ("perm_out", self.out_features)):
+                ident = torch.arange(n, device=self.weight.device)
+                getattr(self, name).copy_(ident)
+                getattr(self, "inv_" + name).copy_(ident)
 
     @torch.no_grad()
     def redraw_permutations(self, generator: torch.Generator | None = None) -> None:
@@ -89,20 +100,20 @@ class POETLayerBase(nn.Module):
         return (*gi, *go)
 
     def effective_weight(self) -> torch.Tensor:
-        """W = R W0 P as a dense out x in matrix, with layer(x) == x @ W.T (+ bias).
+        """W = Pi_out^T D_out W0 D_in Pi_in as a dense out x in matrix, with layer(x) == x @ W.T (+ bias).
 
-        Computed input-centrically (W0 P row by row, then R on the left), so no dense R or P is built.
+        Computed with block products and index ops on W0, so no dense D or Pi is built.
         """
         gi_f, gi_t, go_f, go_t = self.transforms()
-        w0p = block_stochastic_apply(self.weight, self.layout_in, gi_f, gi_t, self.perm_in,
-                                     self.inv_perm_in, transpose=False)
-        rw = block_stochastic_apply(w0p.T, self.layout_out, go_f, go_t, self.perm_out,
-                                    self.inv_perm_out, transpose=True)
-        return rw.T
+        a = blockwise_apply(self.weight, self.layout_in, gi_f, gi_t, transpose=False)  # W0 D_in
+        a = a.index_select(1, self.inv_perm_in)  # (.) Pi_in
+        c = blockwise_apply(a.T, self.layout_out, go_f, go_t, transpose=True).T  # D_out (.)
+        return c.index_select(0, self.inv_perm_out)  # Pi_out^T (.)
 
     @torch.no_grad()
     def merge_and_reinit(self, generator: torch.Generator | None = None) -> None:
-        """Fold R and P into W0, zero the skew parameters, draw new permutations.
+        """Fold the transforms into W0, draw new permutations and fold them in too, zero the skew
+        parameters: W0 <- Pi'_out W Pi'_in^T with W the current effective weight.
 
         The layer's function is unchanged up to rounding (the fold is computed in float32 at least).
         Resetting the optimizer state of the skew parameters is the optimizer owner's job (methods.py).
@@ -116,10 +127,10 @@ class POETLayerBase(nn.Module):
             merged = self.effective_weight()
         finally:
             self.weight.data, self.skew_in.data, self.skew_out.data = saved
-        self.weight.copy_(merged)
+        self.redraw_permutations(generator)
+        self.weight.copy_(merged.index_select(0, self.perm_out).index_select(1, self.perm_in))
         self.skew_in.zero_()
         self.skew_out.zero_()
-        self.redraw_permutations(generator)
 
     def flops_per_token(self) -> dict:
         """Forward FLOPs per token: the dense GEMM and the block-diagonal work (for MFU)."""

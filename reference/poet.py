@@ -18,13 +18,14 @@ class POETLinear(POETLayerBase):
     """y = x (R W0 P)^T + bias, with R and P materialised densely each forward."""
 
     def dense_transforms(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(R, P) as dense matrices: R = Pi_out^T D_out Pi_out, P = Pi_in^T D_in Pi_in."""
+        """(R, P) as dense matrices: R = Pi_out^T D_out, P = D_in Pi_in (the permutations that
+        complete POET's Pi^T D Pi are folded into the stored W0, see layer_base)."""
         gi_f, gi_t, go_f, go_t = self.transforms()
         dt, dev = self.weight.dtype, self.weight.device
         pi_in = dense_permutation(self.perm_in, dt, dev)
         pi_out = dense_permutation(self.perm_out, dt, dev)
-        p = pi_in.T @ dense_block_diagonal(self.layout_in, gi_f, gi_t) @ pi_in
-        r = pi_out.T @ dense_block_diagonal(self.layout_out, go_f, go_t) @ pi_out
+        p = dense_block_diagonal(self.layout_in, gi_f, gi_t) @ pi_in
+        r = pi_out.T @ dense_block_diagonal(self.layout_out, go_f, go_t)
         return r, p
 
     def dense_effective_weight(self) -> torch.Tensor:

@@ -1,7 +1,8 @@
 """POET-X: the same function as POET, computed input-centrically.
 
-x -> gather(perm_in) -> block-diagonal batched multiply -> scatter -> W0 -> gather(perm_out)
-  -> block-diagonal -> scatter. No dense block-diagonal or permutation matrix is ever formed.
+x -> gather(perm_in) -> block-diagonal batched multiply -> W0 -> block-diagonal -> scatter(perm_out).
+The permutations are folded into the stored W0 (layer_base), so there is one gather and one scatter
+per forward. No dense block-diagonal or permutation matrix is ever formed.
 
 Modes:
   fast  plain autograd through the input-centric ops (saves intermediates, fastest backward);
@@ -16,17 +17,20 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .blocks import BlockLayout, block_grad, blockwise_apply
+from .blocks import block_grad, blockwise_apply
 from .layer_base import POETLayerBase, check_input
 
 MODES = ("fast", "mem")
 BACKENDS = ("torch", "triton")
 
 
-def _side_forward(x, layout: BlockLayout, g_full, g_tail, perm, inv):
-    """x T^T for one side; returns (result, permuted input) so backward can reuse the permuted input."""
-    a = x.index_select(-1, perm)
-    return blockwise_apply(a, layout, g_full, g_tail, transpose=True).index_select(-1, inv), a
+def _forward_parts(x, weight, layouts, gi_f, gi_t, go_f, go_t, perm_in, inv_out):
+    """Returns (y, a, h): a = x gathered by perm_in, h = the W0 GEMM output (what backward needs)."""
+    lay_in, lay_out = layouts
+    a = x.index_select(-1, perm_in)
+    h = F.linear(blockwise_apply(a, lay_in, gi_f, gi_t, transpose=True), weight)
+    y = blockwise_apply(h, lay_out, go_f, go_t, transpose=True).index_select(-1, inv_out)
+    return y, a, h
 
 
 class POETXMemFunction(torch.autograd.Function):
@@ -34,10 +38,7 @@ class POETXMemFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, gi_f, gi_t, go_f, go_t, weight, perm_in, inv_in, perm_out, inv_out, layouts):
-        lay_in, lay_out = layouts
-        c, _ = _side_forward(x, lay_in, gi_f, gi_t, perm_in, inv_in)
-        h = F.linear(c, weight)
-        y, _ = _side_forward(h, lay_out, go_f, go_t, perm_out, inv_out)
+        y, _, _ = _forward_parts(x, weight, layouts, gi_f, gi_t, go_f, go_t, perm_in, inv_out)
         ctx.save_for_backward(x, gi_f, gi_t, go_f, go_t, weight, perm_in, inv_in, perm_out, inv_out)
         ctx.layouts = layouts
         return y
@@ -46,15 +47,14 @@ class POETXMemFunction(torch.autograd.Function):
     def backward(ctx, gy):
         x, gi_f, gi_t, go_f, go_t, weight, perm_in, inv_in, perm_out, inv_out = ctx.saved_tensors
         lay_in, lay_out = ctx.layouts
-        # recompute the forward activations that the gradients need
-        c, a = _side_forward(x, lay_in, gi_f, gi_t, perm_in, inv_in)
-        d = F.linear(c, weight).index_select(-1, perm_out)
-        # output side: e = d G_out^T (blockwise), y = e[:, inv_out]
+        # recompute the forward activations that the gradients need (including the W0 GEMM)
+        _, a, h = _forward_parts(x, weight, ctx.layouts, gi_f, gi_t, go_f, go_t, perm_in, inv_out)
+        # output side: e = h G_out^T (blockwise), y = e[:, inv_out]
         ge = gy.index_select(-1, perm_out)
-        g_go_f, g_go_t = block_grad(ge, d, lay_out)
-        gh = blockwise_apply(ge, lay_out, go_f, go_t, transpose=False).index_select(-1, inv_out)
+        g_go_f, g_go_t = block_grad(ge, h, lay_out)
+        gh = blockwise_apply(ge, lay_out, go_f, go_t, transpose=False)
         # W0 is frozen: only the input gradient of the GEMM
-        gb = (gh @ weight).index_select(-1, perm_in)
+        gb = gh @ weight
         g_gi_f, g_gi_t = block_grad(gb, a, lay_in)
         gx = blockwise_apply(gb, lay_in, gi_f, gi_t, transpose=False).index_select(-1, inv_in)
         return (gx, g_gi_f, g_gi_t if gi_t is not None else None, g_go_f,
@@ -95,7 +95,6 @@ class POETXLinear(POETLayerBase):
             return POETXMemFunction.apply(x, gi_f, gi_t, go_f, go_t, self.weight, self.perm_in,
                                           self.inv_perm_in, self.perm_out, self.inv_perm_out,
                                           (self.layout_in, self.layout_out))
-        c, _ = _side_forward(x, self.layout_in, gi_f, gi_t, self.perm_in, self.inv_perm_in)
-        h = F.linear(c, self.weight)
-        y, _ = _side_forward(h, self.layout_out, go_f, go_t, self.perm_out, self.inv_perm_out)
+        y, _, _ = _forward_parts(x, self.weight, (self.layout_in, self.layout_out), gi_f, gi_t, go_f, go_t,
+                                 self.perm_in, self.inv_perm_out)
         return y

@@ -22,6 +22,7 @@ def make(method, device, dtype):
         layer = POETLinear(fin, fout, b, device=device, dtype=dtype)
     else:
         layer = POETXLinear(fin, fout, b, mode=method.split("-")[1], device=device, dtype=dtype)
+    layer.redraw_permutations()
     with torch.no_grad():
         layer.skew_in.normal_(0, 1e-2)
         layer.skew_out.normal_(0, 1e-2)

@@ -248,6 +248,7 @@ LAYER_CASES = [
 def _pair(i, o, blk, kw, mode, device, seed):
     torch.manual_seed(seed)
     ref = POETXLinear(i, o, blk, mode=mode, backend="torch", dtype=torch.float64, **kw)
+    ref.redraw_permutations()  # non-trivial permutations folded into W0, as after a merge
     with torch.no_grad():
         ref.skew_in.normal_(0, 0.05)
         ref.skew_out.normal_(0, 0.05)

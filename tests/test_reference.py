@@ -30,6 +30,8 @@ def rel(a, b):
 def random_layers(i, o, b, bias=True, cayley="neumann", seed=0):
     g = torch.Generator().manual_seed(seed)
     ref = POETLinear(i, o, b, bias=bias, dtype=F64, cayley=cayley)
+    ref.redraw_permutations(g)  # as after a merge: non-trivial permutations folded in W0
+    assert not torch.equal(ref.perm_in, torch.arange(i))
     with torch.no_grad():
         ref.skew_in.copy_(torch.randn(ref.skew_in.shape, generator=g, dtype=F64) * 0.1)
         ref.skew_out.copy_(torch.randn(ref.skew_out.shape, generator=g, dtype=F64) * 0.1)
@@ -83,6 +85,10 @@ def test_poet_poetx_agree_in_float64(shape, cayley):
 def test_zero_skew_is_identity_and_weight_is_w0():
     layer = POETXLinear(40, 24, 8, dtype=F64)
     assert torch.equal(layer.effective_weight(), layer.weight)
+    # with permutations folded in, the stored W0 is the effective weight with rows/columns permuted
+    layer.redraw_permutations(torch.Generator().manual_seed(0))
+    w = layer.effective_weight()
+    assert torch.equal(w[layer.perm_out][:, layer.perm_in], layer.weight)
     assert not layer.weight.requires_grad
     names = {n for n, p in layer.named_parameters() if p.requires_grad}
     assert names == {"skew_in", "skew_out"}

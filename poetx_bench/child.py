@@ -99,8 +99,22 @@ def run(spec: dict) -> dict:
     return result
 
 
+def _die_with_parent() -> None:
+    """The point runs in its own session (so Ctrl-C reaches only the sweep); if the sweep is killed
+    outright (kill -9), the kernel sends this process SIGKILL too (Linux prctl PR_SET_PDEATHSIG)."""
+    try:
+        import ctypes
+        import signal
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG = 1
+    except (OSError, AttributeError):
+        pass
+
+
 def main(argv=None) -> int:
     argv = argv if argv is not None else sys.argv[1:]
+    _die_with_parent()
     spec = json.loads(Path(argv[0]).read_text())
     result = run(spec)
     out = Path(argv[1])

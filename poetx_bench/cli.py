@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--batch-size", type=int, default=1)
     run.add_argument("--steps", type=int, default=10)
     run.add_argument("--warmup-steps", type=int, default=3)
-    run.add_argument("--dtype", default="auto")
+    run.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16", "float64"])
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--data", default="default", help="'default' corpus, 'synthetic', or a file path")
     run.add_argument("--backend", default="torch", choices=["torch", "triton"])
@@ -93,9 +93,20 @@ def _add_plugin(sub, name: str, help_: str, module: str, adder: str) -> None:
         p.set_defaults(plugin_error=f"{name} is unavailable: {exc}")
 
 
+def _check_run_options(args) -> None:
+    """Options shared by sweep and run that argparse cannot range-check."""
+    for name in ("max_memory_gb", "timeout"):
+        value = getattr(args, name)
+        if value is not None and value <= 0:
+            raise UserError(f"--{name.replace('_', '-')} {value}: must be positive")
+    if args.device == "cuda" and not getattr(args, "dry_run", False) and best_device() != "cuda":
+        raise UserError("--device cuda: no CUDA device is available")
+
+
 def cmd_sweep(args) -> int:
     from .suite import apply_filters, load_suite, parse_sets
 
+    _check_run_options(args)
     device = args.device or best_device()
     suite = load_suite(args.suite, device=device, sets=parse_sets(args.sets))
     points = apply_filters(suite.points, args.filter)
@@ -109,8 +120,6 @@ def cmd_sweep(args) -> int:
         return 0
     if not points:
         raise UserError(f"suite {suite.name}: no points left after filters {args.filter}")
-    if device == "cuda" and best_device() != "cuda":
-        raise UserError("--device cuda: no CUDA device is available")
     out = args.out or _default_out(suite.name)
     _prepare_data(points, quiet=args.quiet)
     opts = RunOptions(out_dir=out, resume=args.resume, max_memory_gb=args.max_memory_gb,
@@ -173,6 +182,9 @@ def cmd_run(args) -> int:
     for name in ("block_size", "seq_len", "batch_size", "steps"):
         if getattr(args, name) <= 0:
             raise UserError(f"--{name.replace('_', '-')} {getattr(args, name)}: must be positive")
+    if args.warmup_steps < 0:
+        raise UserError(f"--warmup-steps {args.warmup_steps}: must be >= 0")
+    _check_run_options(args)
     width = MODEL_CONFIGS[args.model].hidden
     if METHODS[args.method].uses_blocks and args.block_size > width:
         raise UserError(f"--block-size {args.block_size}: larger than the width {width} of model {args.model!r}")

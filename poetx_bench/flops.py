@@ -35,9 +35,10 @@ def _side_cayley(dim: int, b: int) -> int:
 
 
 def train_step_flops(model: str, method: str, block_size: int | None, batch_size: int, seq_len: int,
-                     neumann_terms: int = 3) -> float:
+                     neumann_terms: int = 3, vocab_size: int | None = None) -> float:
     cfg = MODEL_CONFIGS[model]
-    h, f, V, n = cfg.hidden, cfg.intermediate, cfg.vocab_size, cfg.n_layers
+    h, f, n = cfg.hidden, cfg.intermediate, cfg.n_layers
+    V = vocab_size or cfg.vocab_size
     tokens = batch_size * seq_len
     n_lin = n * (4 * h * h + 3 * h * f)
     attn = 12 * n * h * seq_len

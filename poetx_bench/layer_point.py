@@ -179,7 +179,15 @@ def run_layer_point(cfg: dict) -> dict:
     if device.type == "cuda":
         from .env import static_env
 
-        peak = bf16_peak_flops(static_env().get("device_name"))
+        peak = bf16_peak_flops(static_env().get("device_name"), cfg["dtype"])
         metrics["mfu"] = metrics["tflops"] * 1e12 / peak if peak and metrics["tflops"] else None
-        metrics["peak_memory_bytes"] = torch.cuda.max_memory_allocated()
+        # peak of one plain forward+backward only (not do_bench's L2-flush buffer or the profiler)
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()
+        before = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        fwd_bwd()
+        torch.cuda.synchronize()
+        metrics["peak_memory_bytes"] = torch.cuda.max_memory_allocated() - before
+        metrics["memory_before_bytes"] = before
     return metrics

@@ -21,8 +21,9 @@ BF16_PEAK_FLOPS = {"H100 SXM": 989.4e12, "H100 80GB HBM3": 989.4e12, "H100 PCIe"
                    "RTX 4090": 165.2e12}
 
 
-def bf16_peak_flops(device_name: str | None) -> float | None:
-    if not device_name:
+def bf16_peak_flops(device_name: str | None, dtype: str = "bfloat16") -> float | None:
+    """Dense bf16/fp16 tensor-core peak; None for other compute dtypes (MFU would not be comparable)."""
+    if not device_name or dtype not in ("bfloat16", "float16"):
         return None
     for key, val in BF16_PEAK_FLOPS.items():
         if key in device_name:
@@ -97,27 +98,31 @@ def memory_breakdown(model: torch.nn.Module, optimizer: torch.optim.Optimizer, p
 
 # --- timing ------------------------------------------------------------------------------------------
 class StepTimer:
-    """Per-step wall time: CUDA events on GPU (no host sync inside the loop), perf_counter on CPU."""
+    """Per-step wall time from a start and an end mark around each step: CUDA events on GPU (no host
+    sync inside the loop), perf_counter on CPU. Work between steps (eval, progress) is never counted."""
 
     def __init__(self, device: torch.device):
         self.cuda = device.type == "cuda"
-        self.marks: list = []
+        self.pairs: list = []
 
-    def mark(self) -> None:
+    def _now(self):
         if self.cuda:
             ev = torch.cuda.Event(enable_timing=True)
             ev.record()
-            self.marks.append(ev)
-        else:
-            self.marks.append(time.perf_counter())
+            return ev
+        return time.perf_counter()
+
+    def start(self) -> None:
+        self.pairs.append([self._now(), None])
+
+    def stop(self) -> None:
+        self.pairs[-1][1] = self._now()
 
     def durations(self) -> list[float]:
-        if len(self.marks) < 2:
-            return []
-        if self.cuda:
+        if self.cuda and self.pairs:
             torch.cuda.synchronize()
-            return [a.elapsed_time(b) / 1e3 for a, b in zip(self.marks, self.marks[1:])]
-        return [b - a for a, b in zip(self.marks, self.marks[1:])]
+            return [a.elapsed_time(b) / 1e3 for a, b in self.pairs]
+        return [b - a for a, b in self.pairs]
 
 
 def summarize(samples: list[float]) -> dict:

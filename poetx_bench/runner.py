@@ -85,6 +85,7 @@ class Runner:
             self.log(f"resume: {len(points) - len(todo)} of {len(points)} points already have a row")
         started = time.monotonic()
         rows = []
+        previous = _interrupt_on_termination()
         try:
             for i, point in enumerate(todo, 1):
                 t0 = time.monotonic()
@@ -99,6 +100,9 @@ class Runner:
             self._kill_child()
             self.log(f"interrupted: {len(rows)} finished rows kept in {self.results}")
             return EXIT_INTERRUPTED
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
         return EXIT_OK
 
     def _kill_child(self) -> None:
@@ -161,6 +165,21 @@ class Runner:
         if error:
             row["error"] = error
         return row
+
+
+def _interrupt_on_termination() -> dict:
+    """SIGTERM / SIGHUP (a scheduler's kill, a lost terminal) stop the sweep like Ctrl-C does, so the
+    running point's process is killed instead of left running on the GPU."""
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = {}
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        try:
+            previous[sig] = signal.signal(sig, handler)
+        except (ValueError, OSError):  # not the main thread
+            pass
+    return previous
 
 
 def _tail(path: Path, n: int = 3000) -> str:

@@ -67,6 +67,8 @@ def resolve_suite_path(name_or_path: str) -> Path:
     if p.suffix == ".toml" or p.exists():
         if not p.exists():
             raise UserError(f"{p}: suite file not found")
+        if not p.is_file():
+            raise UserError(f"{p}: not a file (give a suite name or a .toml path)")
         return p
     cand = SUITES_DIR / f"{name_or_path}.toml"
     if not cand.exists():
@@ -147,10 +149,11 @@ def load_suite(name_or_path: str, device: str = "cpu", sets: dict | None = None)
     fixed = {k: raw.get(k, v) for k, v in defaults.items()}
     _validate_fixed(path, fixed)
 
+    _validate_fixed(path, {k: raw[k] for k in ("vocab_size", "max_memory_gb") if k in raw})
     methods = raw["methods"]
     known_methods = METHODS if kind == "train" else LAYER_METHODS
     for m in methods:
-        if m not in known_methods:
+        if not isinstance(m, str) or m not in known_methods:
             raise _err(path, "methods", m, f"is not a known method (known: {', '.join(known_methods)})")
     block_sizes = _positive_ints(path, "block_sizes", raw.get("block_sizes", [256]))
     overrides = raw.get("overrides", {})
@@ -212,7 +215,7 @@ def _apply_overrides(cfg: dict, overrides: dict, device: str) -> dict:
 def _train_points(path, raw, fixed, methods, block_sizes, overrides, device) -> list[dict]:
     models = raw["models"]
     for m in models:
-        if m not in MODEL_CONFIGS:
+        if not isinstance(m, str) or m not in MODEL_CONFIGS:
             raise _err(path, "models", m, f"is not a known model (known: {', '.join(MODEL_CONFIGS)})")
     seq_lens = _positive_ints(path, "seq_lens", raw["seq_lens"])
     batch_sizes = _positive_ints(path, "batch_sizes", raw["batch_sizes"])

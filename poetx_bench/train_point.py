@@ -133,6 +133,38 @@ def _ranges(name, device):
                 torch.cuda.nvtx.range_pop()
 
 
+def phase_peaks(trainer: Trainer) -> dict:
+    """One extra (untimed, unrecorded) step with the allocator peak reset at each phase: where the peak
+    falls differs by method (AdamW at the optimizer step, POET during forward/backward), so the bare
+    'activations = peak - tensors' split is read together with these."""
+    out = {}
+    torch.cuda.synchronize()
+    base = torch.cuda.memory_allocated()
+    out["before_step"] = base
+    tokens = trainer.batch(trainer.step_no)
+    torch.cuda.reset_peak_memory_stats()
+    with trainer.hook.autocast("cuda"):
+        logits = trainer.model(tokens[:, :-1])
+    loss = F.cross_entropy(logits.float().flatten(0, 1), tokens[:, 1:].flatten())
+    torch.cuda.synchronize()
+    out["forward"] = torch.cuda.max_memory_allocated()
+    out["activations_saved"] = torch.cuda.memory_allocated() - base
+    del logits
+    torch.cuda.reset_peak_memory_stats()
+    loss.backward()
+    torch.cuda.synchronize()
+    out["backward"] = torch.cuda.max_memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    trainer.opt.step()
+    trainer.opt.zero_grad(set_to_none=True)
+    trainer.step_no += 1
+    trainer.hook(trainer.step_no)
+    torch.cuda.synchronize()
+    out["optimizer"] = torch.cuda.max_memory_allocated()
+    out["peak_phase"] = max(("forward", "backward", "optimizer"), key=lambda k: out[k])
+    return out
+
+
 def run_train_point(cfg: dict, on_progress=None) -> tuple[dict, Trainer]:
     """Run warm-up + timed steps. Returns (metrics, trainer) — the trainer is reused for profiling."""
     device = torch.device(cfg["device"])
@@ -142,8 +174,12 @@ def run_train_point(cfg: dict, on_progress=None) -> tuple[dict, Trainer]:
     if cuda:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
+        cpu_baseline = None
     else:
         reset_cpu_peak()
+        # the process's own RSS (interpreter, libtorch) beyond the model's tensors, kept out of the breakdown
+        params = sum(p.numel() * p.element_size() for p in trainer.model.parameters())
+        cpu_baseline = max(0, cpu_peak_rss() - params)
     monitor = NvmlMonitor().start() if cuda else None
     state_before = monitor.device_state() if monitor else {}
 
@@ -154,11 +190,12 @@ def run_train_point(cfg: dict, on_progress=None) -> tuple[dict, Trainer]:
     val = trainer.data.val_batches(cfg["batch_size"], cfg["seq_len"], cfg.get("eval_batches", 2)) \
         if eval_every else None
     for i in range(warm + steps):
-        if i == warm:
-            timer.mark()
+        timed = i >= warm
+        if timed:
+            timer.start()
         losses.append(trainer.step())
-        if i >= warm:
-            timer.mark()
+        if timed:
+            timer.stop()
         if eval_every and (i + 1) % eval_every == 0:
             loss, ppl = _eval(trainer.model, val, device, trainer.hook.autocast(device.type))
             evals.append({"step": i + 1, "loss": loss, "ppl": ppl})
@@ -172,6 +209,7 @@ def run_train_point(cfg: dict, on_progress=None) -> tuple[dict, Trainer]:
         reserved = torch.cuda.max_memory_reserved()
         monitor.stop()
         nvml_peak = monitor.peak
+        phases = phase_peaks(trainer)
     else:
         peak, reserved, nvml_peak = cpu_peak_rss(), None, None
     tokens = cfg["batch_size"] * cfg["seq_len"]
@@ -179,16 +217,18 @@ def run_train_point(cfg: dict, on_progress=None) -> tuple[dict, Trainer]:
     stats = summarize(tps)
     step_stats = summarize(times)
     flops = train_step_flops(cfg["model"], cfg["method"], cfg.get("block_size"), cfg["batch_size"],
-                             cfg["seq_len"])
+                             cfg["seq_len"], vocab_size=cfg.get("vocab_size"))
     from .env import static_env
 
-    peak_flops = bf16_peak_flops(static_env().get("device_name")) if cuda else None
+    peak_flops = bf16_peak_flops(static_env().get("device_name"), cfg["dtype"]) if cuda else None
     mfu = flops / step_stats["median"] / peak_flops if (peak_flops and step_stats["median"]) else None
     metrics = {
         "peak_memory_bytes": int(peak),
         "peak_reserved_bytes": reserved,
         "nvml_peak_bytes": nvml_peak,
-        "memory_breakdown_bytes": memory_breakdown(trainer.model, trainer.opt, int(peak)),
+        "memory_breakdown_bytes": memory_breakdown(trainer.model, trainer.opt,
+                                                   int(peak) - (cpu_baseline or 0)),
+        "cpu_process_baseline_bytes": cpu_baseline,
         "tokens_per_s": stats["median"],
         "tokens_per_s_iqr": stats["iqr"],
         "n_timed_steps": stats["n"],
@@ -206,6 +246,7 @@ def run_train_point(cfg: dict, on_progress=None) -> tuple[dict, Trainer]:
         "data": trainer.data.describe(),
     }
     if cuda:
+        metrics["phase_peaks_bytes"] = phases
         metrics["gpu_state_before"] = state_before
         metrics["gpu_state_after"] = monitor.device_state()
         metrics["other_gpu_processes"] = sorted(monitor.other_processes)

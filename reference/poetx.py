@@ -24,11 +24,16 @@ MODES = ("fast", "mem")
 BACKENDS = ("torch", "triton")
 
 
-def _forward_parts(x, weight, layouts, gi_f, gi_t, go_f, go_t, perm_in, inv_out):
-    """Returns (y, a, h): a = x gathered by perm_in, h = the W0 GEMM output (what backward needs)."""
-    lay_in, lay_out = layouts
+def _input_side_and_gemm(x, weight, lay_in, gi_f, gi_t, perm_in):
+    """(a, h): a = x gathered by perm_in, h = the W0 GEMM output: what backward needs."""
     a = x.index_select(-1, perm_in)
-    h = F.linear(blockwise_apply(a, lay_in, gi_f, gi_t, transpose=True), weight)
+    return a, F.linear(blockwise_apply(a, lay_in, gi_f, gi_t, transpose=True), weight)
+
+
+def _forward_parts(x, weight, layouts, gi_f, gi_t, go_f, go_t, perm_in, inv_out):
+    """Returns (y, a, h)."""
+    lay_in, lay_out = layouts
+    a, h = _input_side_and_gemm(x, weight, lay_in, gi_f, gi_t, perm_in)
     y = blockwise_apply(h, lay_out, go_f, go_t, transpose=True).index_select(-1, inv_out)
     return y, a, h
 
@@ -48,7 +53,7 @@ class POETXMemFunction(torch.autograd.Function):
         x, gi_f, gi_t, go_f, go_t, weight, perm_in, inv_in, perm_out, inv_out = ctx.saved_tensors
         lay_in, lay_out = ctx.layouts
         # recompute the forward activations that the gradients need (including the W0 GEMM)
-        _, a, h = _forward_parts(x, weight, ctx.layouts, gi_f, gi_t, go_f, go_t, perm_in, inv_out)
+        a, h = _input_side_and_gemm(x, weight, lay_in, gi_f, gi_t, perm_in)
         # output side: e = h G_out^T (blockwise), y = e[:, inv_out]
         ge = gy.index_select(-1, perm_out)
         g_go_f, g_go_t = block_grad(ge, h, lay_out)

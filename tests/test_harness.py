@@ -121,6 +121,8 @@ BAD_SUITES = [
     ("block_sizes = [256]\n", "'block_sizes': value 256 is larger than the width 128"),
     ('dtype = "int8"\n', "'dtype': value 'int8'"),
     ("steps = 0\n", "'steps': value 0"),
+    ('methods = [["adamw"]]\n', "'methods': value ['adamw']"),
+    ("vocab_size = 0\n", "'vocab_size': value 0"),
 ]
 
 
@@ -145,6 +147,10 @@ def test_invalid_toml_and_missing_suite(tmp_path, capsys):
     assert str(path) in capsys.readouterr().err
     assert main(["sweep", "--suite", "no-such-suite", "--dry-run"]) == 2
     assert "unknown suite 'no-such-suite'" in capsys.readouterr().err
+    assert main(["sweep", "--suite", str(tmp_path), "--dry-run"]) == 2
+    assert "not a file" in capsys.readouterr().err
+    assert main(["run", "--method", "adamw", "--model", "tiny", "--warmup-steps", "-2"]) == 2
+    assert main(["sweep", "--max-memory-gb", "-1", "--dry-run"]) == 2
 
 
 def test_dry_run_lists_points_and_filter(capsys):
@@ -257,3 +263,18 @@ def test_triton_backend_on_cpu_is_skipped_not_mislabelled(tmp_path, monkeypatch)
     (row,) = read_rows(out / "results.jsonl")
     assert row["status"] == "skipped"
     assert "TRITON_INTERPRET" in row["error"]["message"] or "triton" in row["error"]["message"]
+
+
+def test_step_timer_excludes_work_between_steps():
+    import torch
+
+    from poetx_bench.measure import StepTimer
+
+    timer = StepTimer(torch.device("cpu"))
+    for _ in range(2):
+        timer.start()
+        time.sleep(0.01)
+        timer.stop()
+        time.sleep(0.1)  # an eval between steps
+    durations = timer.durations()
+    assert len(durations) == 2 and all(0.005 < d < 0.08 for d in durations), durations

@@ -132,20 +132,6 @@ class POETLayerBase(nn.Module):
         self.skew_in.zero_()
         self.skew_out.zero_()
 
-    def flops_per_token(self) -> dict:
-        """Forward FLOPs per token: the dense GEMM and the block-diagonal work (for MFU)."""
-        gemm = 2 * self.in_features * self.out_features
-        block = 2 * (self.layout_in.n_full * self.layout_in.b ** 2 + self.layout_in.tail ** 2
-                     + self.layout_out.n_full * self.layout_out.b ** 2 + self.layout_out.tail ** 2)
-        return {"gemm": gemm, "block": block}
-
-    def cayley_flops(self) -> int:
-        """FLOPs to build all blocks from Q once per step (terms + 1 block matmuls of b^3 * 2)."""
-        total = 0
-        for lay in (self.layout_in, self.layout_out):
-            total += lay.n_full * 2 * lay.b ** 3 + 2 * lay.tail ** 3
-        return total * (self.neumann_terms + 1)
-
 
 def trainable_count(layer: POETLayerBase) -> int:
     """Block-stochastic formula for one layer: sum over blocks of b_i (b_i - 1) / 2 (+ bias)."""

@@ -8,8 +8,9 @@ Our byte counts are divided by 2**30 before they are set beside the paper's.
 
 from __future__ import annotations
 
-import math
 import re
+
+from .rows import number
 
 GB_BYTES = 2**30
 GB_NOTE = "GB here means GiB (2^30 bytes), for both measured and paper values."
@@ -70,15 +71,8 @@ def paper_model(name: str) -> str:
 
 def to_gb(nbytes) -> float | None:
     """Bytes -> GiB, None for missing / non-numeric."""
-    if nbytes is None or isinstance(nbytes, bool):
-        return None
-    try:
-        value = float(nbytes)
-    except (TypeError, ValueError):
-        return None
-    if math.isnan(value):
-        return None
-    return value / GB_BYTES
+    value = number(nbytes)
+    return None if value is None else value / GB_BYTES
 
 
 def order_key(order: list[str], value) -> tuple:

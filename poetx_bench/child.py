@@ -44,15 +44,9 @@ def _peak_reached(device: str) -> int | None:
 
 def skip_reason(cfg: dict) -> str | None:
     """Points that cannot measure what they name are skipped, not silently run as something else."""
-    if cfg.get("backend") == "triton" and cfg["method"].startswith("poetx"):
-        from .kernels import triton_available
-        from .kernels._loader import interpret_requested
+    from .backends import skip_reason as backend_skip
 
-        if not triton_available():
-            return "backend=triton but triton is not importable"
-        if cfg["device"] != "cuda" and not interpret_requested():
-            return "backend=triton on CPU needs TRITON_INTERPRET=1 (otherwise it would run the torch path)"
-    return None
+    return backend_skip(cfg["method"], cfg.get("backend"), cfg["device"])
 
 
 def run(spec: dict) -> dict:

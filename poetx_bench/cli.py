@@ -11,6 +11,7 @@ import json
 import sys
 from pathlib import Path
 
+from .backends import BACKENDS
 from .errors import HarnessError, UserError
 from .runner import EXIT_BAD_INPUT, EXIT_HARNESS, Runner, RunOptions, describe_point, estimate_seconds
 
@@ -64,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16", "float64"])
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--data", default="default", help="'default' corpus, 'synthetic', or a file path")
-    run.add_argument("--backend", default="torch", choices=["torch", "triton"])
+    run.add_argument("--backend", default="torch", choices=sorted(BACKENDS))
     _add_run_options(run)
 
     sub.add_parser("list", help="suites, models and methods")

@@ -33,6 +33,13 @@ def build_layer(cfg: dict, device, dtype) -> nn.Module:
         return nn.Linear(fin, fout, bias=False, device=device, dtype=dtype)
     if cfg["method"] == "poet":
         layer = POETLinear(fin, fout, b, device=device, dtype=dtype)
+    elif cfg.get("backend") == "official":
+        from .backends import official
+
+        layer = official.build_layer(fin, fout, b, cfg["method"].split("-")[1], device, dtype)
+        with torch.no_grad():  # non-trivial transforms, as mid-training (its permutations start random)
+            layer.oft_R.normal_(0, 1e-2)
+        return layer
     else:
         layer = POETXLinear(fin, fout, b, mode=cfg["method"].split("-")[1], device=device, dtype=dtype,
                             backend=cfg.get("backend", "torch"))
@@ -176,6 +183,10 @@ def run_layer_point(cfg: dict) -> dict:
         "trainable_params": sum(p.numel() for p in layer.parameters() if p.requires_grad),
         "total_params": sum(p.numel() for p in layer.parameters()),
     }
+    if cfg.get("backend") == "official":
+        from .backends import official
+
+        metrics["backend_version"] = official.version()
     if device.type == "cuda":
         from .env import static_env
 

@@ -16,6 +16,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from .backends import POETX_METHODS
+from .config_defaults import ADDED_KEY_DEFAULTS
 from .env import environment
 from .store import SCHEMA_VERSION, append_row, finished_point_ids
 
@@ -34,11 +36,13 @@ class RunOptions:
 
 
 def describe_point(cfg: dict) -> str:
-    if cfg["kind"] == "layer":
-        b = f" b{cfg['block_size']}" if cfg.get("block_size") else ""
-        return f"{cfg['method']} {cfg['in_features']}->{cfg['out_features']} N{cfg['tokens']}{b}"
     b = f" b{cfg['block_size']}" if cfg.get("block_size") else ""
-    return f"{cfg['method']} {cfg['model']}{b} L{cfg['seq_len']} B{cfg['batch_size']}"
+    tags = "".join(f" {k}={cfg[k]}" for k in ("backend", "compile", "block_impl")
+                   if cfg.get(k) not in (None, ADDED_KEY_DEFAULTS.get(k))
+                   and (k != "backend" or cfg["method"] in POETX_METHODS))
+    if cfg["kind"] == "layer":
+        return f"{cfg['method']} {cfg['in_features']}->{cfg['out_features']} N{cfg['tokens']}{b}{tags}"
+    return f"{cfg['method']} {cfg['model']}{b} L{cfg['seq_len']} B{cfg['batch_size']}{tags}"
 
 
 def _fmt_s(s: float) -> str:

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import tomllib
 
+from .backends import BACKENDS, POETX_METHODS
+from .config_defaults import hashed_view
 from .errors import UserError
 from .reference.methods import METHODS
 from .reference.models import MODEL_CONFIGS
@@ -26,7 +28,7 @@ DTYPES = ("auto", "float32", "bfloat16", "float16", "float64")
 COMMON_KEYS = {
     "name": (str, False), "description": (str, False), "kind": (str, False),
     "methods": (list, True), "block_sizes": (list, False), "dtype": (str, False), "seed": (int, False),
-    "timeout": ((int, float), False), "backend": (str, False), "exclude": (list, False),
+    "timeout": ((int, float), False), "backend": ((str, list), False), "exclude": (list, False),
     "overrides": (dict, False), "repeats": (int, False), "warmup_steps": (int, False),
 }
 TRAIN_KEYS = {
@@ -57,8 +59,8 @@ class Suite:
 
 
 def point_id(config: dict) -> str:
-    """Stable hash of a point's config (device and dtype included)."""
-    blob = json.dumps(config, sort_keys=True, separators=(",", ":"))
+    """Stable hash of a point's config (device and dtype included; added keys at their default left out)."""
+    blob = json.dumps(hashed_view(config), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -194,8 +196,11 @@ def _validate_fixed(path, fixed: dict, prefix: str = "") -> None:
             raise _err(path, prefix + key, value, "must be positive")
         if key == "dtype" and value not in DTYPES:
             raise _err(path, prefix + key, value, f"must be one of {', '.join(DTYPES)}")
-        if key == "backend" and value not in ("torch", "triton"):
-            raise _err(path, prefix + key, value, "must be 'torch' or 'triton'")
+        if key == "backend":
+            values = value if isinstance(value, list) else [value]
+            for v in values or [None]:
+                if v not in BACKENDS:
+                    raise _err(path, prefix + key, v, f"must be one of {', '.join(BACKENDS)} (or a list of them)")
         if key == "tokenizer" and value not in ("bpe", "byte"):
             raise _err(path, prefix + key, value, "must be 'bpe' or 'byte'")
 
@@ -206,10 +211,15 @@ def resolve_dtype(dtype: str, device: str) -> str:
     return dtype
 
 
-def _apply_overrides(cfg: dict, overrides: dict, device: str) -> dict:
+def _apply_overrides(cfg: dict, overrides: dict, device: str) -> list[dict]:
+    """The point's config(s) after per-method overrides: a list-valued `backend` gives one point per backend
+    for the POET-X methods (side by side in one sweep) and its first entry for the others."""
     cfg = {**cfg, **overrides.get(cfg["method"], {})}
     cfg["dtype"] = resolve_dtype(cfg["dtype"], device)
-    return cfg
+    backends = cfg["backend"] if isinstance(cfg["backend"], list) else [cfg["backend"]]
+    if cfg["method"] not in POETX_METHODS:
+        backends = backends[:1]
+    return [{**cfg, "backend": b} for b in backends]
 
 
 def _train_points(path, raw, fixed, methods, block_sizes, overrides, device) -> list[dict]:
@@ -237,8 +247,7 @@ def _train_points(path, raw, fixed, methods, block_sizes, overrides, device) -> 
                 cfg["vocab_size"] = raw["vocab_size"]
             if "max_memory_gb" in raw:
                 cfg["max_memory_gb"] = raw["max_memory_gb"]
-            cfg = _apply_overrides(cfg, overrides, device)
-            points.append({"config": cfg})
+            points += [{"config": c} for c in _apply_overrides(cfg, overrides, device)]
     return points
 
 
@@ -256,7 +265,7 @@ def _layer_points(path, raw, fixed, methods, block_sizes, overrides, device) -> 
                 raise _err(path, "block_sizes", b, f"is larger than the layer shape {fin}x{fout}")
             cfg = {"kind": "layer", "method": method, "in_features": fin, "out_features": fout,
                    "tokens": n, "block_size": b, "device": device, **fixed}
-            points.append({"config": _apply_overrides(cfg, overrides, device)})
+            points += [{"config": c} for c in _apply_overrides(cfg, overrides, device)]
     return points
 
 

@@ -13,6 +13,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from .backends import POETX_METHODS
 from .flops import train_step_flops
 from .measure import (
     NvmlMonitor,
@@ -86,10 +87,17 @@ class Trainer:
             extra["max_seq_len"] = cfg["seq_len"]
         model = build_model(cfg["model"], dtype=dtype, meta=True, **extra)
         options = {"compute_dtype": dtype}
-        if cfg["method"].startswith("poetx"):
-            options["backend"] = cfg.get("backend", "torch")
-        self.prepared = prepare(model, cfg["method"], cfg.get("block_size"), device=device,
-                                seed=cfg["seed"], merge_every=cfg.get("merge_every", 200), **options)
+        backend = cfg.get("backend", "torch") if cfg["method"] in POETX_METHODS else None
+        if backend == "official":
+            from .backends import official
+
+            self.prepared = official.prepare(model, cfg["method"], cfg.get("block_size"), device, cfg["seed"],
+                                             cfg.get("merge_every", 200))
+        else:
+            if backend:
+                options["backend"] = backend
+            self.prepared = prepare(model, cfg["method"], cfg.get("block_size"), device=device,
+                                    seed=cfg["seed"], merge_every=cfg.get("merge_every", 200), **options)
         self.model, self.opt, self.hook = self.prepared
         self.step_no = 0
 
@@ -245,6 +253,10 @@ def run_train_point(cfg: dict, on_progress=None) -> tuple[dict, Trainer]:
         "merges": trainer.hook.merges,
         "data": trainer.data.describe(),
     }
+    if cfg.get("backend") == "official" and cfg["method"] in POETX_METHODS:
+        from .backends import official
+
+        metrics["backend_version"] = official.version()
     if cuda:
         metrics["phase_peaks_bytes"] = phases
         metrics["gpu_state_before"] = state_before

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..config_defaults import ADDED_KEY_DEFAULTS
 from ..errors import UserError
 
 SCHEMA_VERSION = 1
@@ -22,7 +23,7 @@ OK = "ok"
 # Config fields that identify a point (besides point_id), used for matching and labels.
 KEY_FIELDS = (
     "kind", "method", "model", "block_size", "seq_len", "batch_size", "dtype", "device",
-    "steps", "seed", "in_features", "out_features", "tokens",
+    "steps", "seed", "in_features", "out_features", "tokens", "backend", "compile", "block_impl",
 )
 
 
@@ -68,7 +69,7 @@ class Point:
     def cfg(self, name: str, default=None):
         if name == "kind":
             return self.kind
-        value = self.config.get(name, default)
+        value = self.config.get(name, ADDED_KEY_DEFAULTS.get(name, default))
         return default if value is None else value
 
     def key(self) -> tuple:

@@ -1,0 +1,70 @@
+"""Registry of POET-X implementations ("backends"): one place that says which exist, whether one can run
+here, and how it builds a layer or converts a model.
+
+    torch     our readable PyTorch path (reference/poetx.py); runs anywhere
+    triton    our Triton kernels (poetx_bench.kernels); CUDA, or CPU under TRITON_INTERPRET=1
+    official  the POET-X authors' `poet_torch` (github.com/Sphere-AI-Lab/poet), a peer we measure, never
+              vendored: importable from PYTHONPATH or not run (skipped with a reason)
+
+A backend applies to the POET-X methods only (poetx-fast, poetx-mem); other methods ignore the key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+POETX_METHODS = ("poetx-fast", "poetx-mem")
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str
+    description: str
+    unavailable: Callable[[str], str | None]  # device type -> reason it cannot run there, or None
+
+
+def _torch_unavailable(device: str) -> str | None:
+    return None
+
+
+def _triton_unavailable(device: str) -> str | None:
+    from poetx_bench.kernels import triton_available
+    from poetx_bench.kernels._loader import interpret_requested
+
+    if not triton_available():
+        return "backend=triton but triton is not importable"
+    if device != "cuda" and not interpret_requested():
+        return "backend=triton on CPU needs TRITON_INTERPRET=1 (otherwise it would run the torch path)"
+    return None
+
+
+def _official_unavailable(device: str) -> str | None:
+    from .official import import_error
+
+    err = import_error()
+    if err:
+        return f"backend=official: poet_torch is not importable ({err}); put a clone of github.com/Sphere-AI-Lab/poet on PYTHONPATH"
+    if device != "cuda":
+        return "backend=official needs CUDA (poet_torch's fused ops and torch.compile target the GPU)"
+    return None
+
+
+BACKENDS: dict[str, Backend] = {b.name: b for b in (
+    Backend("torch", "our PyTorch POET-X (reference/poetx.py)", _torch_unavailable),
+    Backend("triton", "our Triton-kernel POET-X (poetx_bench.kernels)", _triton_unavailable),
+    Backend("official", "the authors' poet_torch (Sphere-AI-Lab/poet), measured as a peer", _official_unavailable),
+)}
+
+
+def check_backend(name: str) -> Backend:
+    if name not in BACKENDS:
+        raise KeyError(f"unknown backend {name!r}; known: {', '.join(BACKENDS)}")
+    return BACKENDS[name]
+
+
+def skip_reason(method: str, backend: str | None, device: str) -> str | None:
+    """Why a point of `method` on `backend` cannot measure what it names on `device` (None: it can)."""
+    if method not in POETX_METHODS or not backend:
+        return None
+    return check_backend(backend).unavailable(device)

@@ -184,6 +184,7 @@ def correctness(rec, device, blocks, smoke):
     """triton vs torch on this device: fp32 (exact dots) vs float64, and bf16 vs the fp32 torch path."""
     import torch
 
+    from poetx_bench.kernels import POETXTritonLinear
     from poetx_bench.reference.poetx import POETXLinear
 
     shapes = [(64, 96), (100, 70)] if smoke else [(1024, 1536), (1000, 1500), (4096, 4096)]
@@ -191,20 +192,21 @@ def correctness(rec, device, blocks, smoke):
     old_tf32 = torch.backends.cuda.matmul.allow_tf32
     for b in blocks:
         for (i, o) in shapes:
-            for mode in ("fast", "mem"):
-                for dtype in (torch.float32, torch.bfloat16):
+            for mode, impl, dtype in [(m, im, dt) for m in ("fast", "mem") for im in ("rows", "fused")
+                                      for dt in (torch.float32, torch.bfloat16)]:
                     if dtype == torch.float32 and i * o > 2_000_000 and not smoke:
                         continue
                     base = {"section": "correctness", "in": i, "out": o, "b": b, "mode": mode,
-                            "dtype": str(dtype).replace("torch.", ""), "tokens": tokens}
+                            "block_impl": impl, "dtype": str(dtype).replace("torch.", ""), "tokens": tokens}
 
-                    def run(i=i, o=o, b=b, mode=mode, dtype=dtype):
+                    def run(i=i, o=o, b=b, mode=mode, dtype=dtype, impl=impl):
                         torch.backends.cuda.matmul.allow_tf32 = False
                         try:
                             ref_dtype = torch.float64 if dtype == torch.float32 else torch.float32
-                            ref = _seed_layer(POETXLinear(i, o, b, mode=mode, backend="torch", device=device,
+                            ref = _seed_layer(POETXLinear(i, o, b, mode=mode, device=device,
                                                           dtype=ref_dtype), seed=b + i)
-                            tri = POETXLinear(i, o, b, mode=mode, backend="triton", device=device, dtype=dtype)
+                            tri = POETXTritonLinear(i, o, b, mode=mode, block_impl=impl, device=device,
+                                                    dtype=dtype)
                             tri.load_state_dict({k: (v.to(dtype) if v.is_floating_point() else v)
                                                  for k, v in ref.state_dict().items()})
                             ref.load_state_dict({k: (v.to(ref_dtype) if v.is_floating_point() else v)
@@ -231,27 +233,17 @@ def correctness(rec, device, blocks, smoke):
                     _guard(rec, base, run)
 
 
-def _layer_case(device, dtype, x, gy, i, o, b, mode, backend, name, tokens, timer, peaks, impl="triton"):
-    from poetx_bench.kernels import set_block_impl
-
-    set_block_impl(impl)
-    try:
-        return _layer_case_inner(device, dtype, x, gy, i, o, b, mode, backend, name, tokens, timer, peaks)
-    finally:
-        set_block_impl("triton")
-
-
-def _layer_case_inner(device, dtype, x, gy, i, o, b, mode, backend, name, tokens, timer, peaks):
+def _layer_case(device, dtype, x, gy, i, o, b, mode, backend, name, tokens, timer, peaks, impl="auto"):
     import torch
 
-    from poetx_bench.reference.poetx import POETXLinear
+    from poetx_bench.backends import make_poetx_layer
 
     if name == "linear":
         layer = torch.nn.Linear(i, o, bias=False, device=device, dtype=dtype)
         params = [layer.weight]
         gemm_flop = 3 * 2 * tokens * i * o
     else:
-        layer = _seed_layer(POETXLinear(i, o, b, mode=mode, backend=backend, device=device, dtype=dtype))
+        layer = _seed_layer(make_poetx_layer(backend, i, o, b, mode, block_impl=impl, device=device, dtype=dtype))
         params = [layer.skew_in, layer.skew_out]
         gemm_flop = (3 if mode == "mem" else 2) * 2 * tokens * i * o
 
@@ -287,21 +279,72 @@ def layers(rec, device, dtype, tokens, shapes, blocks, timer, peaks):
         g = torch.Generator(device="cpu").manual_seed(0)
         x = torch.randn(tokens, i, generator=g).to(device=device, dtype=dtype).requires_grad_(True)
         gy = torch.randn(tokens, o, generator=g).to(device=device, dtype=dtype)
-        methods = [("linear", None, None, None, "triton")]
+        methods = [("linear", None, None, None, "auto")]
         for b in blocks:
             for mode in ("fast", "mem"):
-                for backend in ("torch", "triton"):
-                    methods.append((f"poetx-{mode}-{backend}", b, mode, backend, "triton"))
-                # Triton Cayley + lean autograd, but torch gathers/einsum for the permuted block ops
-                methods.append((f"poetx-{mode}-triton+torchperm", b, mode, "triton", "torch"))
+                methods.append((f"poetx-{mode}-torch", b, mode, "torch", "auto"))
+                for impl in ("rows", "fused"):
+                    methods.append((f"poetx-{mode}-triton-{impl}", b, mode, "triton", impl))
         for name, b, mode, backend, impl in methods:
             base = {"section": "layer", "name": name, "in": i, "out": o, "b": b, "mode": mode,
-                    "backend": backend, "block_impl": impl if backend == "triton" else None,
+                    "backend": backend, "block_impl": impl if backend == "triton" else "auto",
                     "tokens": tokens, "dtype": str(dtype).replace("torch.", "")}
             _guard(rec, base, partial(_layer_case, device, dtype, x, gy, i, o, b, mode, backend, name, tokens,
                                       timer, peaks, impl))
         if device.type == "cuda":
             torch.cuda.empty_cache()
+
+
+def rows_kernels(rec, device, dtype, tokens, dims, blocks, timer, peaks, terms=3):
+    """The row-domain design's passes (kernels/rows.py) at D in dims, each against its floor
+    max(FLOP / peak of the dtype, bytes / HBM bandwidth) (shared/perf/floors.md); kernels under 20 us are
+    flagged launch-latency-bound ("latency_bound") since a launch costs a few us whatever the floor."""
+    import torch
+
+    from poetx_bench.kernels import rows as R
+
+    elt = torch.empty((), dtype=dtype).element_size()
+    for dim in dims:
+        g = torch.Generator(device="cpu").manual_seed(dim)
+        x = torch.randn(tokens, dim, generator=g).to(device, dtype)
+        perm = torch.randperm(dim, generator=g).to(device)
+        inv = torch.argsort(perm)
+        xt = R.to_rows(x, inv, perm)
+        move = 2 * tokens * dim * elt
+        cases = [("to_rows", lambda: R.to_rows(x, inv, perm), 0, move),
+                 ("from_rows", lambda: R.from_rows(xt, inv), 0, move),
+                 ("torch_index_select_cols", lambda: x.index_select(1, perm), 0, move)]
+        for b in blocks:
+            n = dim // b
+            side = R.RowSide(type("L", (), {"b": b, "n_full": n, "tail": 0, "covered": n * b, "dim": dim})(),
+                             perm, inv)
+            gblk = torch.randn(n, b, b, generator=g).to(device, dtype) / b ** 0.5
+            packed = (torch.randn(n, b * (b - 1) // 2, generator=g) * 1e-2).to(device, dtype)
+            gg = torch.randn(n, b, b, generator=g).to(device, dtype)
+            blk_flop, blk_bytes = 2 * tokens * dim * b, move + n * b * b * elt
+            cay_flop = 2 * n * b ** 3
+            cases += [
+                (f"rows_apply_b{b}", lambda gblk=gblk, side=side: R.rows_apply(xt, gblk, None, side, False),
+                 blk_flop, blk_bytes),
+                (f"rows_grad_b{b}", lambda side=side: R.rows_grad(xt, xt, side, True, False), blk_flop, blk_bytes),
+                (f"cayley_fwd_b{b}", lambda packed=packed, b=b: R.horner_blocks(R.skew_unpack(packed, b), terms),
+                 terms * cay_flop, n * b * b * elt * 2),
+                (f"cayley_bwd_b{b}",
+                 lambda packed=packed, gg=gg, b=b: R.CayleyHornerFunction.backward(
+                     type("C", (), {"saved_tensors": (packed,), "b": b, "terms": terms})(), gg),
+                 (3 * terms + 1) * cay_flop, n * b * b * elt * 3)]
+        for name, fn, flop, nbytes in cases:
+            base = {"section": "rows", "name": name, "dim": dim, "tokens": tokens,
+                    "dtype": str(dtype).replace("torch.", "")}
+
+            def run(fn=fn, flop=flop, nbytes=nbytes):
+                fn()
+                q = timer(fn)
+                res = {**_timing(q), **_rates(flop, nbytes, q[1], dtype, peaks)}
+                res["latency_bound"] = q[1] < 0.020
+                return res
+
+            _guard(rec, base, run)
 
 
 def kernel_costs(b, n, tokens, dim, terms, elt):
@@ -497,7 +540,9 @@ def print_table(rows: list[dict]) -> None:
     for r in rows:
         secs.setdefault(r.get("section", "?"), []).append(r)
     cols = {
-        "correctness": ["in", "out", "b", "mode", "dtype", "err_y", "err_x", "err_skew_in", "err_skew_out", "ok"],
+        "correctness": ["in", "out", "b", "mode", "block_impl", "dtype", "err_y", "err_x", "err_skew_in",
+                        "err_skew_out", "ok"],
+        "rows": ["name", "dim", "median_ms", "iqr_ms", "tflops", "tbps", "floor_ms", "floor_frac", "latency_bound"],
         "layer": ["name", "in", "out", "b", "median_ms", "iqr_ms", "peak_step_mem_mb", "gemm_tflops"],
         "kernel": ["name", "impl", "dim", "b", "n_blocks", "median_ms", "iqr_ms", "tflops", "tbps", "floor_ms",
                    "floor_frac"],
@@ -531,8 +576,8 @@ def main(argv=None) -> int:
     ap.add_argument("--shapes", default="4096x4096,4096x14336,14336x4096")
     ap.add_argument("--rep-ms", type=int, default=100)
     ap.add_argument("--warmup-ms", type=int, default=25)
-    ap.add_argument("--sections", default="correctness,layer,kernel",
-                    help="comma list of correctness,layer,kernel,sweep")
+    ap.add_argument("--sections", default="correctness,layer,rows,kernel",
+                    help="comma list of correctness,layer,rows,kernel,sweep")
     ap.add_argument("--sweep", action="store_true", help="add the tile-config sweep section")
     ap.add_argument("--cpu-smoke", action="store_true",
                     help="no GPU: tiny shapes on CPU under the Triton interpreter (checks the script runs)")
@@ -581,7 +626,7 @@ def main(argv=None) -> int:
     rec.add({"section": "env", "torch": torch.__version__, "triton": triton_version,
              "triton_available": K.triton_available(), "python": platform.python_version(),
              "peaks_bf16_tflops_fp32_tflops_hbm_tbps": peaks, "argv": sys.argv[1:],
-             "default_gpu_configs": configs, "block_impl": K.block_impl()})
+             "default_gpu_configs": configs, "default_block_impl": K.resolve_block_impl("auto")})
     timer = make_timer(device, args.rep_ms, args.warmup_ms)
     t0 = time.time()
     if "correctness" in sections:
@@ -591,6 +636,9 @@ def main(argv=None) -> int:
         layers(rec, device, dtype, args.tokens, first, blocks, timer, peaks)
         if rest:
             layers(rec, device, dtype, args.tokens, rest, [args.main_block], timer, peaks)
+    if "rows" in sections:
+        dims = sorted({d for s in shapes for d in s})
+        rows_kernels(rec, device, dtype, args.tokens, dims, [args.main_block], timer, peaks)
     if "kernel" in sections:
         dims = sorted({d for s in shapes for d in s})
         kernels(rec, device, dtype, args.tokens, dims[:1], blocks, timer, peaks)

@@ -6,13 +6,15 @@ per-kernel cost model and measurements.
 """
 
 from ._loader import triton_available, use_kernels
-from .autograd import POETXTritonFunction, block_impl, poetx_triton_forward, set_block_impl, side_apply
+from .autograd import POETXTritonFunction, poetx_fused_forward, side_apply
 from .block_perm import (
     BlockPermApplyFunction,
     block_perm_apply,
     block_perm_apply_raw,
     block_perm_grad,
 )
+from .layer import BLOCK_IMPLS, POETXTritonLinear, resolve_block_impl
+from .rows import cayley_horner, poetx_rows_forward
 from .cayley import (
     CayleyNeumannFunction,
     cayley_neumann_backward,
@@ -23,11 +25,14 @@ from .cayley import (
 __all__ = [
     "triton_available",
     "use_kernels",
-    "poetx_triton_forward",
+    "poetx_fused_forward",
     "POETXTritonFunction",
     "side_apply",
-    "block_impl",
-    "set_block_impl",
+    "POETXTritonLinear",
+    "BLOCK_IMPLS",
+    "resolve_block_impl",
+    "poetx_rows_forward",
+    "cayley_horner",
     "block_perm_apply",
     "block_perm_apply_raw",
     "block_perm_grad",

@@ -325,3 +325,59 @@ def block_perm_grad_kernel(go_ptr, in_ptr, perm_ptr, iperm_ptr, out_ptr, n_rows,
         tl.atomic_add(out_ptr + off, acc, mask=m2)
     else:
         tl.store(out_ptr + off, acc, mask=m2)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Row-domain POET-X (kernels/rows.py): permutations as coalesced transposes, skew pack/unpack
+# ---------------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def perm_to_rows_kernel(x_ptr, idx_ptr, out_ptr, T, D, sx, BT: tl.constexpr, BD: tl.constexpr):
+    """out[idx[d], t] = x[t, d]: a (T, D) activation to the row domain (D, T), permuted on the way.
+
+    Why it is fast: the x tile is read contiguously along d (16-byte vectors) and each of its columns is
+    written as one contiguous run of BT tokens of row idx[d]; the transpose between the two layouts goes
+    through shared memory. No element is fetched through a loaded index (the slow pattern of gathers).
+    """
+    t = tl.program_id(0) * BT + tl.arange(0, BT)
+    d = tl.program_id(1) * BD + tl.arange(0, BD)
+    mt = t < T
+    md = d < D
+    tile = tl.load(x_ptr + t[:, None].to(tl.int64) * sx + d[None, :], mask=mt[:, None] & md[None, :], other=0.0)
+    rows = tl.load(idx_ptr + d, mask=md, other=0).to(tl.int64)
+    tl.store(out_ptr + rows[:, None] * T + t[None, :], tl.trans(tile), mask=md[:, None] & mt[None, :])
+
+
+@triton.jit
+def perm_from_rows_kernel(src_ptr, idx_ptr, y_ptr, T, D, sy, BT: tl.constexpr, BD: tl.constexpr):
+    """y[t, m] = src[idx[m], t]: back from the row domain (D, T) to a (T, D) activation.
+
+    Each of the BD source rows is read as one contiguous run of BT tokens; the y tile is written
+    contiguously along m.
+    """
+    t = tl.program_id(0) * BT + tl.arange(0, BT)
+    m = tl.program_id(1) * BD + tl.arange(0, BD)
+    mt = t < T
+    mm = m < D
+    rows = tl.load(idx_ptr + m, mask=mm, other=0).to(tl.int64)
+    tile = tl.load(src_ptr + rows[:, None] * T + t[None, :], mask=mm[:, None] & mt[None, :], other=0.0)
+    tl.store(y_ptr + t[:, None].to(tl.int64) * sy + m[None, :], tl.trans(tile), mask=mt[:, None] & mm[None, :])
+
+
+@triton.jit
+def skew_pack_grad_kernel(s_ptr, out_ptr, b: tl.constexpr, n_packed, BM: tl.constexpr, BN: tl.constexpr):
+    """out[t(i, j)] = S[i, j] - S[j, i] (i < j) for each dense b x b block S: the packed-parameter gradient
+    of Q = U - U^T. The S[j, i] tile is read contiguously and transposed in registers."""
+    blk = tl.program_id(0).to(tl.int64)
+    rows = tl.program_id(1) * BM + tl.arange(0, BM)
+    base = s_ptr + blk * b * b
+    op = out_ptr + blk * n_packed
+    i = rows[:, None]
+    for n0 in range(0, b, BN):
+        cols = n0 + tl.arange(0, BN)
+        j = cols[None, :]
+        s = _tile(base, rows, cols, b)
+        st = tl.trans(_tile(base, cols, rows, b))
+        t = i * b - (i * (i + 1)) // 2 + (j - i - 1)
+        tl.store(op + t, s - st, mask=(i < j) & (j < b))

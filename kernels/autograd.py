@@ -1,4 +1,4 @@
-"""POET-X layer forward/backward on the Triton kernels: `poetx_triton_forward(layer, x)`.
+"""POET-X layer forward/backward on the first kernel design (block_impl "fused" / "torch"): `poetx_fused_forward`.
 
 y[:, perm_out] = blocks_out(F.linear(blocks_in(x[:, perm_in]), W0)): the permutations are folded into the
 stored W0 (reference/layer_base.py), so the input side gathers on load and the output side scatters on
@@ -17,7 +17,6 @@ Both also keep the fp32 blocks G (n b^2 each, small) and W0 (a parameter, no cop
 from __future__ import annotations
 
 import functools
-import os
 
 import torch
 import torch.nn.functional as F
@@ -25,33 +24,6 @@ import torch.nn.functional as F
 from ._loader import use_kernels
 from .block_perm import block_perm_apply_full_, block_perm_grad
 from .cayley import CayleyNeumannFunction
-
-BLOCK_IMPLS = ("triton", "torch")
-
-
-def block_impl() -> str:
-    """How the permuted block multiplies and grad-G reductions run inside POETXTritonFunction.
-
-    "triton" (default): the fused gather/scatter kernels. "torch": index_select + batched matmul +
-    index_select (the reference's ops) while the Cayley kernels and the lean autograd stay. A knob because
-    the fused kernels' gathers are sector-bound (NOTES.md) and which is faster depends on D and b; set
-    POETX_BLOCK_IMPL or `set_block_impl` (read at every call).
-    """
-    impl = os.environ.get("POETX_BLOCK_IMPL", _BLOCK_IMPL[0])
-    if impl not in BLOCK_IMPLS:
-        raise ValueError(f"POETX_BLOCK_IMPL must be one of {BLOCK_IMPLS}, got {impl!r}")
-    return impl
-
-
-_BLOCK_IMPL = ["triton"]
-
-
-def set_block_impl(impl: str) -> None:
-    """Process-wide default for `block_impl()` (the POETX_BLOCK_IMPL environment variable wins)."""
-    if impl not in BLOCK_IMPLS:
-        raise ValueError(f"impl must be one of {BLOCK_IMPLS}, got {impl!r}")
-    _BLOCK_IMPL[0] = impl
-
 
 class _Side:
     """Static description of one side: layout numbers and its permutation (long, on device)."""
@@ -86,14 +58,14 @@ def _blocks_torch(u, g_full, g_tail, side: _Side, transpose: bool) -> torch.Tens
 
 
 def side_apply(x2: torch.Tensor, g_full: torch.Tensor, g_tail: torch.Tensor | None, side: _Side,
-               transpose: bool, gather: bool) -> torch.Tensor:
+               transpose: bool, gather: bool, impl: str = "fused") -> torch.Tensor:
     """Block products of one side, with the permutation on the load (gather=True: out = blocks(x2[:, perm]))
     or on the store (gather=False: out[:, perm] = blocks(x2)). transpose selects u G^T or u G.
 
     Full blocks run in the fused kernel (the other end's index is the identity); tail blocks and
     pass-through coordinates use torch ops on their few columns.
     """
-    if block_impl() == "torch":
+    if impl == "torch":
         u = x2.index_select(1, side.perm) if gather else x2
         v = _blocks_torch(u, g_full, g_tail, side, transpose)
         return v if gather else v.index_select(1, side.inv)
@@ -111,14 +83,14 @@ def side_apply(x2: torch.Tensor, g_full: torch.Tensor, g_tail: torch.Tensor | No
 
 
 def side_grads(gout: torch.Tensor, inp: torch.Tensor, side: _Side, gout_perm, inp_perm,
-               need_full: bool, need_tail: bool):
+               need_full: bool, need_tail: bool, impl: str = "fused"):
     """(grad_G_full fp32, grad_G_tail) of out_k = inp_k G_k^T given d out = gout, where the block columns
     of gout and inp are read through gout_perm / inp_perm (None: identity)."""
     g_full = g_tail = None
     nb = side.n_full * side.b
     gp = side.ident if gout_perm is None else gout_perm
     ip = side.ident if inp_perm is None else inp_perm
-    if need_full and block_impl() == "torch":
+    if need_full and impl == "torch":
         go = gout.index_select(1, gp[:nb]).reshape(-1, side.n_full, side.b)
         xi = inp.index_select(1, ip[:nb]).reshape(-1, side.n_full, side.b)
         g_full = torch.einsum("nkd,nkc->kdc", go, xi).float()
@@ -138,12 +110,12 @@ class POETXTritonFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x2, gi, gi_t, go, go_t, weight, sides, mode):
+    def forward(ctx, x2, gi, gi_t, go, go_t, weight, sides, mode, impl):
         s_in, s_out = sides
         gi_c, go_c = gi.to(x2.dtype), go.to(x2.dtype)
-        h = F.linear(side_apply(x2, gi_c, gi_t, s_in, transpose=True, gather=True), weight)
-        y = side_apply(h, go_c, go_t, s_out, transpose=True, gather=False)
-        ctx.sides, ctx.mode = sides, mode
+        h = F.linear(side_apply(x2, gi_c, gi_t, s_in, transpose=True, gather=True, impl=impl), weight)
+        y = side_apply(h, go_c, go_t, s_out, transpose=True, gather=False, impl=impl)
+        ctx.sides, ctx.mode, ctx.impl = sides, mode, impl
         ctx.save_for_backward(x2, h if mode == "fast" else None, gi, gi_t, go, go_t, weight)
         return y
 
@@ -151,29 +123,30 @@ class POETXTritonFunction(torch.autograd.Function):
     def backward(ctx, gy):
         x2, h, gi, gi_t, go, go_t, weight = ctx.saved_tensors
         s_in, s_out = ctx.sides
+        impl = ctx.impl
         need_x, need_gi, need_git, need_go, need_got = ctx.needs_input_grad[:5]
         dt = x2.dtype
         gi_c, go_c = gi.to(dt), go.to(dt)
         gy = gy.to(dt)
         if h is None:  # mem mode: recompute the GEMM output
-            h = F.linear(side_apply(x2, gi_c, gi_t, s_in, transpose=True, gather=True), weight)
+            h = F.linear(side_apply(x2, gi_c, gi_t, s_in, transpose=True, gather=True, impl=impl), weight)
         # output side: ge = gy[:, perm_out]; grad G_out = ge^T h (blockwise); gh = ge G_out
-        g_go, g_got = side_grads(gy, h, s_out, s_out.perm, None, need_go, need_got)
+        g_go, g_got = side_grads(gy, h, s_out, s_out.perm, None, need_go, need_got, impl)
         del h
         gx = g_gi = g_git = None
         if need_x or need_gi or need_git:
-            gh = side_apply(gy, go_c, go_t, s_out, transpose=False, gather=True)
+            gh = side_apply(gy, go_c, go_t, s_out, transpose=False, gather=True, impl=impl)
             gc = gh @ weight
             del gh
             # input side: a = x[:, perm_in]; grad G_in = gc^T a (blockwise); gx[:, perm_in] = gc G_in
-            g_gi, g_git = side_grads(gc, x2, s_in, None, s_in.perm, need_gi, need_git)
+            g_gi, g_git = side_grads(gc, x2, s_in, None, s_in.perm, need_gi, need_git, impl)
             if need_x:
-                gx = side_apply(gc, gi_c, gi_t, s_in, transpose=False, gather=False)
+                gx = side_apply(gc, gi_c, gi_t, s_in, transpose=False, gather=False, impl=impl)
         if g_got is not None:
             g_got = g_got.to(go_t.dtype)
         if g_git is not None:
             g_git = g_git.to(gi_t.dtype)
-        return gx, g_gi, g_git, g_go, g_got, None, None, None
+        return gx, g_gi, g_git, g_go, g_got, None, None, None, None
 
 
 def _full_blocks(packed_full: torch.Tensor, b: int, layer) -> torch.Tensor:
@@ -193,15 +166,9 @@ def _tail_block(packed_tail, r: int, layer):
     return orthogonal_blocks(packed_tail, r, layer.cayley, layer.neumann_terms)
 
 
-def poetx_triton_forward(layer, x: torch.Tensor) -> torch.Tensor:
-    """The POET-X layer output without bias, on the Triton kernels when usable (else the torch path).
-
-    Reads layer.{skew_in, skew_out, weight, perm_in, perm_out, layout_in, layout_out, neumann_terms,
-    cayley, mode}. float64 and devices without kernels use `layer._torch_forward` (same function).
-    """
-    if (x.dtype == torch.float64 or layer.weight.dtype == torch.float64 or not use_kernels(x)
-            or layer.mode not in ("fast", "mem")):
-        return layer._torch_forward(x)
+def poetx_fused_forward(layer, x: torch.Tensor, impl: str = "fused") -> torch.Tensor:
+    """The POET-X layer output without bias on the first kernel design: fp32 Cayley kernels and gathers
+    folded into the block-multiply loads ("fused") or torch index_select + einsum ("torch")."""
     lay_in, lay_out = layer.layout_in, layer.layout_out
     full_in, tail_in = lay_in.split_params(layer.skew_in)
     full_out, tail_out = lay_out.split_params(layer.skew_out)
@@ -212,5 +179,5 @@ def poetx_triton_forward(layer, x: torch.Tensor) -> torch.Tensor:
     sides = (_Side(lay_in, layer.perm_in, layer.inv_perm_in), _Side(lay_out, layer.perm_out, layer.inv_perm_out))
     lead = x.shape[:-1]
     x2 = x.reshape(-1, x.shape[-1])
-    y2 = POETXTritonFunction.apply(x2, gi, gi_t, go, go_t, layer.weight, sides, layer.mode)
+    y2 = POETXTritonFunction.apply(x2, gi, gi_t, go, go_t, layer.weight, sides, layer.mode, impl)
     return y2.reshape(*lead, layer.out_features)

@@ -29,8 +29,8 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def layer_equivalence(fin: int, fout: int, b: int, method: str, dtype: str, device: str, backend: str,
                       seed: int = 0, tokens: int = 257) -> dict:
+    from .backends import make_poetx_layer
     from .reference.poet import POETLinear
-    from .reference.poetx import POETXLinear
 
     gen = torch.Generator().manual_seed(seed)
     ref = POETLinear(fin, fout, b, dtype=torch.float64)
@@ -52,7 +52,7 @@ def layer_equivalence(fin: int, fout: int, b: int, method: str, dtype: str, devi
     if method == "poet":
         layer = POETLinear(fin, fout, b, dtype=dt, device=device)
     else:
-        layer = POETXLinear(fin, fout, b, mode=method.split("-")[1], dtype=dt, device=device, backend=backend)
+        layer = make_poetx_layer(backend, fin, fout, b, method.split("-")[1], dtype=dt, device=device)
     layer.load_state_dict({k: v.to(device=device, dtype=dt if v.is_floating_point() else v.dtype)
                            for k, v in ref.state_dict().items()})
     got = run(layer, x.to(device, dt), gy.to(device, dt))

@@ -14,10 +14,10 @@ import time
 import torch
 from torch import nn
 
+from .backends import make_poetx_layer
 from .flops import layer_fwd_bwd_flops
 from .measure import bf16_peak_flops, summarize
 from .reference.poet import POETLinear
-from .reference.poetx import POETXLinear
 from .train_point import DTYPES
 
 CATEGORIES = ("cayley", "permutation", "matmul", "other")
@@ -41,8 +41,8 @@ def build_layer(cfg: dict, device, dtype) -> nn.Module:
             layer.oft_R.normal_(0, 1e-2)
         return layer
     else:
-        layer = POETXLinear(fin, fout, b, mode=cfg["method"].split("-")[1], device=device, dtype=dtype,
-                            backend=cfg.get("backend", "torch"))
+        layer = make_poetx_layer(cfg.get("backend", "torch"), fin, fout, b, cfg["method"].split("-")[1],
+                                 block_impl=cfg.get("block_impl", "auto"), device=device, dtype=dtype)
     layer.redraw_permutations()  # random permutations, as after a merge: gathers are not contiguous
     with torch.no_grad():  # non-trivial transforms, as mid-training
         layer.skew_in.normal_(0, 1e-2)

@@ -15,7 +15,7 @@ from pathlib import Path
 import tomllib
 
 from .backends import BACKENDS, POETX_METHODS
-from .config_defaults import hashed_view
+from .config_defaults import ADDED_KEY_DEFAULTS, hashed_view
 from .errors import UserError
 from .reference.methods import METHODS
 from .reference.models import MODEL_CONFIGS
@@ -23,6 +23,8 @@ from .reference.models import MODEL_CONFIGS
 SUITES_DIR = Path(__file__).resolve().parent.parent / "suites"
 LAYER_METHODS = ("linear", "poet", "poetx-fast", "poetx-mem")
 DTYPES = ("auto", "float32", "bfloat16", "float16", "float64")
+BLOCK_IMPL_CHOICES = ("auto", "rows", "fused", "torch")  # kernels.BLOCK_IMPLS (no triton import here)
+COMPILE_CHOICES = ("none", "compile", "cudagraph")
 
 # key -> (expected python type(s), required?)
 COMMON_KEYS = {
@@ -30,6 +32,7 @@ COMMON_KEYS = {
     "methods": (list, True), "block_sizes": (list, False), "dtype": (str, False), "seed": (int, False),
     "timeout": ((int, float), False), "backend": ((str, list), False), "exclude": (list, False),
     "overrides": (dict, False), "repeats": (int, False), "warmup_steps": (int, False),
+    "block_impl": (str, False), "compile": (str, False),
 }
 TRAIN_KEYS = {
     "models": (list, True), "seq_lens": (list, True), "batch_sizes": (list, True), "steps": (int, False),
@@ -40,13 +43,13 @@ TRAIN_KEYS = {
 LAYER_KEYS = {"shapes": (list, True), "tokens": (list, True)}
 # keys a per-method override may change
 OVERRIDABLE = {"steps", "warmup_steps", "dtype", "backend", "merge_every", "timeout", "eval_every",
-               "repeats", "max_memory_gb"}
+               "repeats", "max_memory_gb", "block_impl", "compile"}
 
 TRAIN_DEFAULTS = {"steps": 10, "warmup_steps": 3, "dtype": "auto", "seed": 0, "data": "default",
                   "eval_every": 0, "eval_batches": 2, "merge_every": 200, "backend": "torch",
-                  "tokenizer": "bpe", "timeout": 1800}
+                  "tokenizer": "bpe", "timeout": 1800, **ADDED_KEY_DEFAULTS}
 LAYER_DEFAULTS = {"dtype": "auto", "seed": 0, "backend": "torch", "repeats": 50, "warmup_steps": 10,
-                  "timeout": 900}
+                  "timeout": 900, "block_impl": "auto"}
 
 
 @dataclass
@@ -201,6 +204,10 @@ def _validate_fixed(path, fixed: dict, prefix: str = "") -> None:
             for v in values or [None]:
                 if v not in BACKENDS:
                     raise _err(path, prefix + key, v, f"must be one of {', '.join(BACKENDS)} (or a list of them)")
+        if key == "block_impl" and value not in BLOCK_IMPL_CHOICES:
+            raise _err(path, prefix + key, value, f"must be one of {', '.join(BLOCK_IMPL_CHOICES)}")
+        if key == "compile" and value not in COMPILE_CHOICES:
+            raise _err(path, prefix + key, value, f"must be one of {', '.join(COMPILE_CHOICES)}")
         if key == "tokenizer" and value not in ("bpe", "byte"):
             raise _err(path, prefix + key, value, "must be 'bpe' or 'byte'")
 
@@ -219,7 +226,10 @@ def _apply_overrides(cfg: dict, overrides: dict, device: str) -> list[dict]:
     backends = cfg["backend"] if isinstance(cfg["backend"], list) else [cfg["backend"]]
     if cfg["method"] not in POETX_METHODS:
         backends = backends[:1]
-    return [{**cfg, "backend": b} for b in backends]
+    # block_impl chooses among our Triton backend's implementations; elsewhere it stays at its default
+    return [{**cfg, "backend": b,
+             **({} if b == "triton" and cfg["method"] in POETX_METHODS else {"block_impl": "auto"})}
+            for b in backends]
 
 
 def _train_points(path, raw, fixed, methods, block_sizes, overrides, device) -> list[dict]:

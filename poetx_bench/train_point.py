@@ -13,7 +13,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .backends import POETX_METHODS
+from .backends import POETX_METHODS, poetx_layer_class
 from .flops import train_step_flops
 from .measure import (
     NvmlMonitor,
@@ -95,7 +95,7 @@ class Trainer:
                                              cfg.get("merge_every", 200))
         else:
             if backend:
-                options["backend"] = backend
+                options["poetx_cls"] = poetx_layer_class(backend, cfg.get("block_impl", "auto"))
             self.prepared = prepare(model, cfg["method"], cfg.get("block_size"), device=device,
                                     seed=cfg["seed"], merge_every=cfg.get("merge_every", 200), **options)
         self.model, self.opt, self.hook = self.prepared

@@ -55,6 +55,9 @@ DEFAULTS = {
 }
 
 
+LAYER_OPTIONS = ("cayley", "neumann_terms", "poetx_cls")
+
+
 class Prepared(NamedTuple):
     model: nn.Module
     optimizer: torch.optim.Optimizer
@@ -123,15 +126,15 @@ def prepare(model: nn.Module, method: str, block_size: int | None = None, *, dev
     `model` may still be on the meta device (see models.build_model(meta=True)); it is then converted
     there and materialised on `device`, so no weight is allocated twice. Options: poet_lr, poet_lr_scale,
     poet_eps, base_lr, adamw_lr, adamw_weight_decay, betas, compute_dtype (for adamw-mixed autocast),
-    and layer options (cayley, neumann_terms, backend for POET-X).
+    and layer options (cayley, neumann_terms; poetx_cls, the POET-X layer class of a backend).
     """
     if method not in METHODS:
         raise KeyError(f"unknown method {method!r}; known: {', '.join(METHODS)}")
     spec = METHODS[method]
     cfg = {**DEFAULTS, **{k: v for k, v in options.items() if k in DEFAULTS}}
-    layer_opts = {k: v for k, v in options.items() if k in ("cayley", "neumann_terms", "backend")}
+    layer_opts = {k: v for k, v in options.items() if k in LAYER_OPTIONS}
     compute_dtype = options.get("compute_dtype")
-    unknown = set(options) - set(DEFAULTS) - {"cayley", "neumann_terms", "backend", "compute_dtype"}
+    unknown = set(options) - set(DEFAULTS) - set(LAYER_OPTIONS) - {"compute_dtype"}
     if unknown:
         raise TypeError(f"unknown prepare() options: {sorted(unknown)}")
     if merge_every is None:

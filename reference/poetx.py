@@ -8,8 +8,9 @@ Modes:
   fast  plain autograd through the input-centric ops (saves intermediates, fastest backward);
   mem   a custom autograd.Function that saves only x and the small orthogonal blocks and recomputes the
         rest (including the W0 GEMM) in backward: least activation memory.
-Backends: "torch" (this file, readable, runs anywhere) and "triton" (poetx_bench.kernels, fused
-gather+block-multiply kernels and a fused Cayley-Neumann; falls back to torch where Triton is missing).
+This file is the readable PyTorch implementation (the "torch" backend). Faster backends subclass
+POETXLinear and override `forward` (poetx_bench.kernels.POETXTritonLinear); this package never imports
+them.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from .blocks import block_grad, blockwise_apply
 from .layer_base import POETLayerBase, check_input
 
 MODES = ("fast", "mem")
-BACKENDS = ("torch", "triton")
 
 
 def _input_side_and_gemm(x, weight, lay_in, gi_f, gi_t, perm_in):
@@ -70,26 +70,18 @@ class POETXLinear(POETLayerBase):
     """Input-centric POET layer; same state and function as POETLinear."""
 
     def __init__(self, in_features: int, out_features: int, block_size: int, mode: str = "fast",
-                 bias: bool = False, backend: str = "torch", **kwargs):
+                 bias: bool = False, **kwargs):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-        if backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
         super().__init__(in_features, out_features, block_size, bias=bias, **kwargs)
         self.mode = mode
-        self.backend = backend
 
     def extra_repr(self) -> str:
-        return super().extra_repr() + f", mode={self.mode}, backend={self.backend}"
+        return super().extra_repr() + f", mode={self.mode}"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input(self, x)
-        if self.backend == "triton":
-            from poetx_bench.kernels import poetx_triton_forward
-
-            y = poetx_triton_forward(self, x)
-        else:
-            y = self._torch_forward(x)
+        y = self._torch_forward(x)
         return y if self.bias is None else y + self.bias
 
     def _torch_forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,300 @@
+"""POET-X in the row domain: the layer's block work on (D, T) activations, where permutations are row moves.
+
+A column permutation of a (T, D) activation is a row permutation of its transpose, and rows of a (D, T)
+tensor are contiguous runs of T tokens. So this implementation carries the activations between the two
+permutations transposed:
+
+    aT = to_rows(x, inv_in)         aT[j] = x[:, perm_in[j]]          (one coalesced transpose pass)
+    cT = G_in  aT   (blockwise)     cuBLAS bmm over contiguous (b, T) row blocks
+    hT = W0 cT                      cuBLAS GEMM, same FLOPs as x W0^T
+    eT = G_out hT   (blockwise)     cuBLAS bmm
+    y  = from_rows(eT, inv_out)     y[:, perm_out[j]] = eT[j]         (one coalesced transpose pass)
+
+and the backward mirrors it (gradients of G are bmm reductions over tokens, K = T, no atomics). The two
+permutation kernels read and write 16-byte vectors; nothing is loaded through an index inside a matrix
+product. The orthogonal blocks come from `cayley_horner` (bmm products in the compute dtype with fp32
+accumulation, both sides of a layer in one batch). Every piece has a torch fallback, so the same algebra
+runs on CPU (and under TRITON_INTERPRET=1 with the kernels).
+
+Saved for backward: fast mode keeps x and hT (as the torch path keeps x and h); mem mode keeps x only and
+recomputes aT, cT, hT (one extra GEMM). Both recompute aT from x rather than keep it (it would cost one
+(T, D_in) tensor per layer, where x is often shared by q/k/v).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+
+from ._loader import is_interpreted, kernels_for, use_kernels
+
+PERM_TILE = {"BT": 64, "BD": 64, "num_warps": 4}
+
+
+def _cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+# --- permutations as transposes ---------------------------------------------------------------------
+
+
+def to_rows(x2: torch.Tensor, inv: torch.Tensor, perm: torch.Tensor) -> torch.Tensor:
+    """(T, D) -> (D, T) with out[j] = x2[:, perm[j]] (equivalently out[inv[d]] = x2[:, d])."""
+    T, D = x2.shape
+    if not use_kernels(x2) or x2.stride(1) != 1:
+        return x2.t().index_select(0, perm)
+    out = torch.empty(D, T, dtype=x2.dtype, device=x2.device)
+    cfg = _perm_cfg(x2.device)
+    grid = (_cdiv(T, cfg["BT"]), _cdiv(D, cfg["BD"]))
+    kernels_for(x2.device).perm_to_rows_kernel[grid](x2, inv, out, T, D, x2.stride(0), BT=cfg["BT"],
+                                                      BD=cfg["BD"], num_warps=cfg["num_warps"])
+    return out
+
+
+def from_rows(src: torch.Tensor, inv: torch.Tensor) -> torch.Tensor:
+    """(D, T) -> (T, D) with y[:, m] = src[inv[m]] (equivalently y[:, perm[j]] = src[j])."""
+    D, T = src.shape
+    if not use_kernels(src):
+        return src.index_select(0, inv).t().contiguous()
+    src = src.contiguous()
+    y = torch.empty(T, D, dtype=src.dtype, device=src.device)
+    cfg = _perm_cfg(src.device)
+    grid = (_cdiv(T, cfg["BT"]), _cdiv(D, cfg["BD"]))
+    kernels_for(src.device).perm_from_rows_kernel[grid](src, inv, y, T, D, y.stride(0), BT=cfg["BT"],
+                                                         BD=cfg["BD"], num_warps=cfg["num_warps"])
+    return y
+
+
+def _perm_cfg(device) -> dict:
+    return {"BT": 32, "BD": 32, "num_warps": 1} if is_interpreted(device) else PERM_TILE
+
+
+# --- Cayley-Neumann through batched matrix products ---------------------------------------------------
+
+
+@functools.lru_cache(maxsize=64)
+def _eye(b: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    return torch.eye(b, dtype=dtype, device=device)
+
+
+@functools.lru_cache(maxsize=64)
+def _triu_flat(b: int, device: torch.device) -> torch.Tensor:
+    iu = torch.triu_indices(b, b, offset=1, device=device)
+    return iu[0] * b + iu[1]
+
+
+def skew_unpack(packed: torch.Tensor, b: int) -> torch.Tensor:
+    """(n, b(b-1)/2) packed upper triangles -> dense skew Q (n, b, b) in the packed dtype."""
+    n = packed.shape[0]
+    if use_kernels(packed) and n and packed.dtype != torch.float64:  # the kernel works in fp32
+        q = torch.empty(n, b, b, dtype=packed.dtype, device=packed.device)
+        bm = 32 if not is_interpreted(packed.device) else 64
+        kernels_for(packed.device).cayley_unpack_kernel[(n, _cdiv(b, bm))](
+            packed.contiguous(), q, b, packed.shape[1], BM=bm, BN=min(128, _pow2(b)), num_warps=4)
+        return q
+    upper = packed.new_zeros(n, b * b)
+    upper.index_copy_(1, _triu_flat(b, packed.device), packed)
+    upper = upper.view(n, b, b)
+    return upper - upper.transpose(-1, -2)
+
+
+def skew_pack_grad(s: torch.Tensor) -> torch.Tensor:
+    """Gradient of the packed parameters from dL/dQ = s (n, b, b): (s - s^T) on the strict upper triangle."""
+    n, b, _ = s.shape
+    if use_kernels(s) and n and s.dtype != torch.float64:  # the kernel works in fp32
+        out = torch.empty(n, b * (b - 1) // 2, dtype=s.dtype, device=s.device)
+        bm = 32 if not is_interpreted(s.device) else 64
+        kernels_for(s.device).skew_pack_grad_kernel[(n, _cdiv(b, bm))](
+            s.contiguous(), out, b, out.shape[1], BM=bm, BN=min(64, _pow2(b)), num_warps=4)
+        return out
+    return (s - s.transpose(-1, -2)).flatten(1).index_select(1, _triu_flat(b, s.device))
+
+
+def _pow2(n: int) -> int:
+    return 1 << max(0, int(n) - 1).bit_length()
+
+
+def horner_blocks(q: torch.Tensor, terms: int) -> torch.Tensor:
+    """G = I + 2Q + ... + 2Q^t + Q^(t+1) = (I + Q) sum_k Q^k, as Horner: P_t = 2I + Q, P_k = 2I + Q P_(k+1),
+    G = I + Q P_1 (t products; each adds its identity inside the GEMM, accumulating in fp32)."""
+    eye = _eye(q.shape[-1], q.dtype, q.device)
+    if terms == 0:
+        return q + eye
+    p = q + 2 * eye
+    for _ in range(terms - 1):
+        p = torch.baddbmm(2 * eye, q, p)
+    return torch.baddbmm(eye, q, p)
+
+
+class CayleyHornerFunction(torch.autograd.Function):
+    """packed (n, b(b-1)/2) -> G (n, b, b) in the packed dtype; saves only the packed parameters.
+
+    Backward (reverse mode through the Horner chain, with Q^T = -Q):
+        dQ = sum_{k=0..t} Pbar_k P_(k+1)^T,  Pbar_0 = Gbar, Pbar_(k+1) = -Q Pbar_k, P_(t+1) = I,
+    evaluated as ONE product [Pbar_0 .. Pbar_t] @ [P_1^T; ...; P_t^T; I] with K = (t+1) b, so the sum
+    accumulates in fp32 once. The chains are kept transposed (Pbar_k^T = Pbar_(k-1)^T Q,
+    P_k^T = 2I - P_(k+1)^T Q) so every operand is a contiguous slot of one buffer.
+    Products: t (forward) + (t-1) + t + one of width (t+1): 3t+... about 9 b^3 units at t = 3.
+    """
+
+    @staticmethod
+    def forward(ctx, packed, b, terms):
+        ctx.save_for_backward(packed)
+        ctx.b, ctx.terms = b, terms
+        return horner_blocks(skew_unpack(packed, b), terms)
+
+    @staticmethod
+    def backward(ctx, grad_g):
+        (packed,) = ctx.saved_tensors
+        b, t = ctx.b, ctx.terms
+        q = skew_unpack(packed, b)
+        n = q.shape[0]
+        eye = _eye(b, q.dtype, q.device)
+        xt = torch.empty(n, t + 1, b, b, dtype=q.dtype, device=q.device)  # slot k: Pbar_k^T
+        vt = torch.empty(n, t + 1, b, b, dtype=q.dtype, device=q.device)  # slot k: P_(k+1)^T
+        xt[:, 0] = grad_g.transpose(-1, -2)
+        for k in range(t):
+            torch.bmm(xt[:, k], q, out=xt[:, k + 1])
+        vt[:, t] = eye
+        if t:
+            torch.sub(2 * eye, q, out=vt[:, t - 1])
+            for k in range(t - 1, 0, -1):
+                torch.baddbmm(2 * eye, vt[:, k], q, alpha=-1, out=vt[:, k - 1])
+        dq = torch.bmm(xt.view(n, (t + 1) * b, b).transpose(1, 2), vt.view(n, (t + 1) * b, b))
+        return skew_pack_grad(dq), None, None
+
+
+def cayley_horner(packed: torch.Tensor, b: int, terms: int) -> torch.Tensor:
+    return CayleyHornerFunction.apply(packed, b, terms)
+
+
+# --- block products in the row domain ---------------------------------------------------------------
+
+
+class RowSide:
+    """One side of a layer: layout numbers and its permutation pair (long, on device)."""
+
+    __slots__ = ("b", "n_full", "tail", "covered", "dim", "perm", "inv")
+
+    def __init__(self, layout, perm, inv):
+        self.b, self.n_full, self.tail = layout.b, layout.n_full, layout.tail
+        self.covered, self.dim = layout.covered, layout.dim
+        self.perm, self.inv = perm, inv
+
+
+def rows_apply(u: torch.Tensor, g_full, g_tail, side: RowSide, transpose: bool) -> torch.Tensor:
+    """out_k = G_k u_k (transpose=False) or G_k^T u_k on the (b, T) row blocks of u (D, T)."""
+    nb = side.n_full * side.b
+    T = u.shape[1]
+    g = g_full.transpose(-1, -2) if transpose else g_full
+    if nb == side.dim:
+        return torch.bmm(g, u.view(side.n_full, side.b, T)).view(side.dim, T)
+    out = torch.empty_like(u)
+    if side.n_full:
+        torch.bmm(g, u[:nb].view(side.n_full, side.b, T), out=out[:nb].view(side.n_full, side.b, T))
+    if side.tail:
+        gt = g_tail[0].to(u.dtype)
+        torch.mm(gt.t() if transpose else gt, u[nb:side.covered], out=out[nb:side.covered])
+    if side.covered < side.dim:
+        out[side.covered:] = u[side.covered:]
+    return out
+
+
+def rows_grad(gout: torch.Tensor, inp: torch.Tensor, side: RowSide, need_full: bool, need_tail: bool):
+    """Gradients of G for out_k = G_k inp_k: sum over tokens of gout_k inp_k^T (bmm with K = T)."""
+    nb = side.n_full * side.b
+    T = gout.shape[1]
+    g_full = g_tail = None
+    if need_full and side.n_full:
+        g_full = torch.bmm(gout[:nb].view(side.n_full, side.b, T),
+                           inp[:nb].view(side.n_full, side.b, T).transpose(1, 2))
+    if need_tail and side.tail:
+        sl = slice(nb, side.covered)
+        g_tail = (gout[sl] @ inp[sl].t()).unsqueeze(0)
+    return g_full, g_tail
+
+
+class POETXRowsFunction(torch.autograd.Function):
+    """x2 (T, D_in) -> y2 (T, D_out) given the orthogonal blocks of both sides (module docstring)."""
+
+    @staticmethod
+    def forward(ctx, x2, gi, gi_t, go, go_t, weight, sides, mode):
+        s_in, s_out = sides
+        dt = x2.dtype
+        gi_c, go_c = gi.to(dt), go.to(dt)
+        h_t = weight @ rows_apply(to_rows(x2, s_in.inv, s_in.perm), gi_c, gi_t, s_in, transpose=False)
+        y = from_rows(rows_apply(h_t, go_c, go_t, s_out, transpose=False), s_out.inv)
+        ctx.sides, ctx.mode = sides, mode
+        ctx.save_for_backward(x2, h_t if mode == "fast" else None, gi, gi_t, go, go_t, weight)
+        return y
+
+    @staticmethod
+    def backward(ctx, gy):
+        x2, h_t, gi, gi_t, go, go_t, weight = ctx.saved_tensors
+        s_in, s_out = ctx.sides
+        need_x, need_gi, need_git, need_go, need_got = ctx.needs_input_grad[:5]
+        dt = x2.dtype
+        gi_c, go_c = gi.to(dt), go.to(dt)
+        a_t = to_rows(x2, s_in.inv, s_in.perm)
+        if h_t is None:  # mem mode: recompute the GEMM output
+            h_t = weight @ rows_apply(a_t, gi_c, gi_t, s_in, transpose=False)
+        ge_t = to_rows(gy.to(dt).contiguous(), s_out.inv, s_out.perm)
+        g_go, g_got = rows_grad(ge_t, h_t, s_out, need_go, need_got)
+        del h_t
+        gx = g_gi = g_git = None
+        if need_x or need_gi or need_git:
+            gc_t = weight.t() @ rows_apply(ge_t, go_c, go_t, s_out, transpose=True)
+            del ge_t
+            g_gi, g_git = rows_grad(gc_t, a_t, s_in, need_gi, need_git)
+            if need_x:
+                gx = from_rows(rows_apply(gc_t, gi_c, gi_t, s_in, transpose=True), s_in.inv)
+        return (gx, _cast(g_gi, gi), _cast(g_git, gi_t), _cast(g_go, go), _cast(g_got, go_t),
+                None, None, None)
+
+
+def _cast(g, like):
+    return None if g is None or like is None else g.to(like.dtype)
+
+
+def layer_blocks(layer):
+    """(G_in_full, G_in_tail, G_out_full, G_out_tail) of a POET-X layer in its parameter dtype.
+
+    Full blocks of both sides go through one batched Cayley when their sizes match (the usual case).
+    Tails (a smaller last block) use the reference's recomputed Cayley: few columns, any size.
+    """
+    from poetx_bench.reference.cayley import RecomputedOrthogonalBlocks
+
+    lay_in, lay_out = layer.layout_in, layer.layout_out
+    full_in, tail_in = lay_in.split_params(layer.skew_in)
+    full_out, tail_out = lay_out.split_params(layer.skew_out)
+    terms = int(layer.neumann_terms)
+    if layer.cayley != "neumann":  # the exact map solves a system: in fp32 at least (no bf16 LU)
+        def exact(packed, r):
+            work = packed if packed.dtype in (torch.float32, torch.float64) else packed.float()
+            return RecomputedOrthogonalBlocks.apply(work, r, layer.cayley, terms)
+
+        return (exact(full_in, lay_in.b), None if tail_in is None else exact(tail_in, lay_in.tail),
+                exact(full_out, lay_out.b), None if tail_out is None else exact(tail_out, lay_out.tail))
+    if lay_in.b == lay_out.b and lay_in.n_full and lay_out.n_full:
+        g = cayley_horner(torch.cat([full_in, full_out]), lay_in.b, terms)
+        gi, go = g.split([lay_in.n_full, lay_out.n_full])
+    else:
+        gi = cayley_horner(full_in, lay_in.b, terms)
+        go = cayley_horner(full_out, lay_out.b, terms)
+
+    def tail(packed, r):
+        return None if packed is None else RecomputedOrthogonalBlocks.apply(packed, r, "neumann", terms)
+
+    return gi, tail(tail_in, lay_in.tail), go, tail(tail_out, lay_out.tail)
+
+
+def poetx_rows_forward(layer, x: torch.Tensor) -> torch.Tensor:
+    """The POET-X layer output without bias, in the row domain (any device; kernels where usable)."""
+    gi, gi_t, go, go_t = layer_blocks(layer)
+    sides = (RowSide(layer.layout_in, layer.perm_in, layer.inv_perm_in),
+             RowSide(layer.layout_out, layer.perm_out, layer.inv_perm_out))
+    lead = x.shape[:-1]
+    x2 = x.reshape(-1, x.shape[-1])
+    y2 = POETXRowsFunction.apply(x2, gi, gi_t, go, go_t, layer.weight, sides, layer.mode)
+    return y2.reshape(*lead, layer.out_features)

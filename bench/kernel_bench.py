@@ -311,9 +311,9 @@ def rows_kernels(rec, device, dtype, tokens, dims, blocks, timer, peaks, terms=3
         inv = torch.argsort(perm)
         xt = R.to_rows(x, inv, perm)
         move = 2 * tokens * dim * elt
-        cases = [("to_rows", lambda: R.to_rows(x, inv, perm), 0, move),
-                 ("from_rows", lambda: R.from_rows(xt, inv), 0, move),
-                 ("torch_index_select_cols", lambda: x.index_select(1, perm), 0, move)]
+        cases = [("to_rows", partial(R.to_rows, x, inv, perm), 0, move),
+                 ("from_rows", partial(R.from_rows, xt, inv), 0, move),
+                 ("torch_index_select_cols", partial(x.index_select, 1, perm), 0, move)]
         for b in blocks:
             n = dim // b
             side = R.RowSide(type("L", (), {"b": b, "n_full": n, "tail": 0, "covered": n * b, "dim": dim})(),
@@ -324,9 +324,8 @@ def rows_kernels(rec, device, dtype, tokens, dims, blocks, timer, peaks, terms=3
             blk_flop, blk_bytes = 2 * tokens * dim * b, move + n * b * b * elt
             cay_flop = 2 * n * b ** 3
             cases += [
-                (f"rows_apply_b{b}", lambda gblk=gblk, side=side: R.rows_apply(xt, gblk, None, side, False),
-                 blk_flop, blk_bytes),
-                (f"rows_grad_b{b}", lambda side=side: R.rows_grad(xt, xt, side, True, False), blk_flop, blk_bytes),
+                (f"rows_apply_b{b}", partial(R.rows_apply, xt, gblk, None, side, False), blk_flop, blk_bytes),
+                (f"rows_grad_b{b}", partial(R.rows_grad, xt, xt, side, True, False), blk_flop, blk_bytes),
                 (f"cayley_fwd_b{b}", lambda packed=packed, b=b: R.horner_blocks(R.skew_unpack(packed, b), terms),
                  terms * cay_flop, n * b * b * elt * 2),
                 (f"cayley_bwd_b{b}",

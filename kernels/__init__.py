@@ -13,14 +13,14 @@ from .block_perm import (
     block_perm_apply_raw,
     block_perm_grad,
 )
-from .layer import BLOCK_IMPLS, POETXTritonLinear, resolve_block_impl
-from .rows import cayley_horner, poetx_rows_forward
 from .cayley import (
     CayleyNeumannFunction,
     cayley_neumann_backward,
     cayley_neumann_forward,
     cayley_neumann_packed,
 )
+from .layer import BLOCK_IMPLS, POETXTritonLinear, resolve_block_impl
+from .rows import cayley_horner, poetx_rows_forward
 
 __all__ = [
     "triton_available",

@@ -21,9 +21,9 @@ import functools
 import torch
 import torch.nn.functional as F
 
-from ._loader import use_kernels
 from .block_perm import block_perm_apply_full_, block_perm_grad
 from .cayley import CayleyNeumannFunction
+
 
 class _Side:
     """Static description of one side: layout numbers and its permutation (long, on device)."""

@@ -74,11 +74,6 @@ def _perm_cfg(device) -> dict:
 
 
 @functools.lru_cache(maxsize=64)
-def _eye(b: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    return torch.eye(b, dtype=dtype, device=device)
-
-
-@functools.lru_cache(maxsize=64)
 def _triu_flat(b: int, device: torch.device) -> torch.Tensor:
     iu = torch.triu_indices(b, b, offset=1, device=device)
     return iu[0] * b + iu[1]
@@ -115,16 +110,21 @@ def _pow2(n: int) -> int:
     return 1 << max(0, int(n) - 1).bit_length()
 
 
+def _add_diag_(m: torch.Tensor, value: float) -> torch.Tensor:
+    """m + value * I in place on a batch of square matrices: touches n*b elements, not n*b*b."""
+    m.diagonal(dim1=-2, dim2=-1).add_(value)
+    return m
+
+
 def horner_blocks(q: torch.Tensor, terms: int) -> torch.Tensor:
     """G = I + 2Q + ... + 2Q^t + Q^(t+1) = (I + Q) sum_k Q^k, as Horner: P_t = 2I + Q, P_k = 2I + Q P_(k+1),
-    G = I + Q P_1 (t products; each adds its identity inside the GEMM, accumulating in fp32)."""
-    eye = _eye(q.shape[-1], q.dtype, q.device)
+    G = I + Q P_1 (t batched products; the identities are added on the diagonal in place)."""
     if terms == 0:
-        return q + eye
-    p = q + 2 * eye
+        return _add_diag_(q.clone(), 1.0)
+    p = _add_diag_(q.clone(), 2.0)
     for _ in range(terms - 1):
-        p = torch.baddbmm(2 * eye, q, p)
-    return torch.baddbmm(eye, q, p)
+        p = _add_diag_(torch.bmm(q, p), 2.0)
+    return _add_diag_(torch.bmm(q, p), 1.0)
 
 
 class CayleyHornerFunction(torch.autograd.Function):
@@ -150,17 +150,20 @@ class CayleyHornerFunction(torch.autograd.Function):
         b, t = ctx.b, ctx.terms
         q = skew_unpack(packed, b)
         n = q.shape[0]
-        eye = _eye(b, q.dtype, q.device)
         xt = torch.empty(n, t + 1, b, b, dtype=q.dtype, device=q.device)  # slot k: Pbar_k^T
         vt = torch.empty(n, t + 1, b, b, dtype=q.dtype, device=q.device)  # slot k: P_(k+1)^T
         xt[:, 0] = grad_g.transpose(-1, -2)
         for k in range(t):
             torch.bmm(xt[:, k], q, out=xt[:, k + 1])
-        vt[:, t] = eye
+        vt[:, t] = 0
+        _add_diag_(vt[:, t], 1.0)
         if t:
-            torch.sub(2 * eye, q, out=vt[:, t - 1])
+            torch.neg(q, out=vt[:, t - 1])
+            _add_diag_(vt[:, t - 1], 2.0)
             for k in range(t - 1, 0, -1):
-                torch.baddbmm(2 * eye, vt[:, k], q, alpha=-1, out=vt[:, k - 1])
+                torch.bmm(vt[:, k], q, out=vt[:, k - 1])
+                vt[:, k - 1].neg_()
+                _add_diag_(vt[:, k - 1], 2.0)
         dq = torch.bmm(xt.view(n, (t + 1) * b, b).transpose(1, 2), vt.view(n, (t + 1) * b, b))
         return skew_pack_grad(dq), None, None
 

@@ -49,7 +49,7 @@ TRAIN_DEFAULTS = {"steps": 10, "warmup_steps": 3, "dtype": "auto", "seed": 0, "d
                   "eval_every": 0, "eval_batches": 2, "merge_every": 200, "backend": "torch",
                   "tokenizer": "bpe", "timeout": 1800, **ADDED_KEY_DEFAULTS}
 LAYER_DEFAULTS = {"dtype": "auto", "seed": 0, "backend": "torch", "repeats": 50, "warmup_steps": 10,
-                  "timeout": 900, "block_impl": "auto"}
+                  "timeout": 900, **ADDED_KEY_DEFAULTS}
 
 
 @dataclass

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from .backends import POETX_METHODS, poetx_layer_class
+from .capture import CudaGraphStep, make_capturable
 from .flops import train_step_flops
 from .measure import (
     NvmlMonitor,
@@ -100,28 +101,46 @@ class Trainer:
                                     seed=cfg["seed"], merge_every=cfg.get("merge_every", 200), **options)
         self.model, self.opt, self.hook = self.prepared
         self.step_no = 0
+        self.compile = cfg.get("compile", "none")
+        self.graphed = None
+        if self.compile == "compile":
+            self.forward_model = torch.compile(self.model)
+        else:
+            self.forward_model = self.model
+        if self.compile == "cudagraph":
+            make_capturable(self.opt)
+            self.graphed = CudaGraphStep(self._body, self.opt)
 
     def batch(self, step: int) -> torch.Tensor:
         c = self.cfg
         return self.data.train_batch(step, c["batch_size"], c["seq_len"], c["seed"]).to(
             self.device, non_blocking=True)
 
-    def step(self, ranges: bool = False) -> torch.Tensor:
-        """One optimizer step; returns the (device) loss. `ranges` adds NVTX/profiler ranges."""
-        tokens = self.batch(self.step_no)
+    def _body(self, tokens: torch.Tensor, ranges: bool = False) -> torch.Tensor:
+        """Forward, backward and optimizer step (no zero_grad: see CudaGraphStep)."""
         rng = _ranges if ranges else _no_ranges
         with rng("forward", self.device):
             with self.hook.autocast(self.device.type):
-                logits = self.model(tokens[:, :-1])
+                logits = self.forward_model(tokens[:, :-1])
             loss = F.cross_entropy(logits.float().flatten(0, 1), tokens[:, 1:].flatten())
         with rng("backward", self.device):
             loss.backward()
         with rng("optimizer", self.device):
             self.opt.step()
+        return loss
+
+    def step(self, ranges: bool = False) -> torch.Tensor:
+        """One optimizer step (then the merge hook); returns the (device) loss. `ranges` adds NVTX/profiler
+        ranges (eager only: a replayed graph is one range)."""
+        tokens = self.batch(self.step_no)
+        if self.graphed is not None:
+            loss = self.graphed(tokens)
+        else:
+            loss = self._body(tokens, ranges).detach()
             self.opt.zero_grad(set_to_none=True)
-            self.step_no += 1
-            self.hook(self.step_no)
-        return loss.detach()
+        self.step_no += 1
+        self.hook(self.step_no)
+        return loss
 
 
 @contextlib.contextmanager
@@ -217,7 +236,8 @@ def run_train_point(cfg: dict, on_progress=None) -> tuple[dict, Trainer]:
         reserved = torch.cuda.max_memory_reserved()
         monitor.stop()
         nvml_peak = monitor.peak
-        phases = phase_peaks(trainer)
+        # an extra eager step would accumulate into the graph's static gradients: no phase split there
+        phases = phase_peaks(trainer) if trainer.graphed is None else None
     else:
         peak, reserved, nvml_peak = cpu_peak_rss(), None, None
     tokens = cfg["batch_size"] * cfg["seq_len"]

@@ -165,16 +165,18 @@ def test_truncated_last_line_is_skipped_with_warning(tmp_path, capsys):
     path.write_text(text + '{"schema_version": 1, "point_id": "ab", "sta')
     points = load_points([path])
     assert len(points) == len(_rows())
-    assert "truncated last line" in capsys.readouterr().err
+    assert "killed.jsonl:22: skipping a line that is not a result row" in capsys.readouterr().err
 
 
-def test_invalid_line_names_file_and_line(tmp_path):
+def test_invalid_middle_line_is_skipped_naming_file_and_line(tmp_path, capsys):
     lines = FIXTURE.read_text().splitlines()
     lines[2] = "{not json"
     path = tmp_path / "bad.jsonl"
     path.write_text("\n".join(lines) + "\n")
-    with pytest.raises(UserError, match=r"bad\.jsonl:3: invalid JSON"):
-        load_points([path])
+    points = load_points([path])
+    assert len(points) == len(lines) - 1 and 3 not in {p.line for p in points}
+    err = capsys.readouterr().err
+    assert "bad.jsonl:3: skipping a line that is not a result row (invalid JSON" in err
 
 
 def test_missing_file_is_user_error(tmp_path):

@@ -141,10 +141,11 @@ def _print_plan(suite: str, points: list[dict], device: str, timeout: float | No
     for p in points:
         limit = timeout or p["config"].get("timeout")
         est = estimate_seconds(p["config"])
-        if limit and est > limit:
+        at_limit = bool(limit) and est > limit
+        if at_limit:
             est, capped = limit, capped + 1
         total += est
-        note = " (its timeout)" if limit and est == limit else ""
+        note = " (its timeout)" if at_limit else ""
         print(f"{p['point_id']}  {describe_point(p['config'])}  ~{est:.0f}s{note}")
     hint = f" ({capped} points capped at their timeout)" if capped else ""
     print(f"{len(points)} points in suite {suite} on {device}; estimated {total / 60:.1f} min{hint}")

@@ -85,6 +85,12 @@ def test_old_rows_with_bare_nan_still_load(tmp_path):
     assert math.isnan(row["metrics"]["final_loss"]) and row["metrics"]["losses"][1] == math.inf
 
 
+def test_a_field_named_nonfinite_that_is_no_record_is_left_alone(tmp_path):
+    path = tmp_path / "r.jsonl"
+    path.write_text('{"config": {}, "metrics": {"nonfinite": {"a": [1]}, "x": null}}\n')
+    assert read_rows(path)[0]["metrics"] == {"nonfinite": {"a": [1]}, "x": None}
+
+
 def test_committed_results_still_load():
     """Rows written before schema 2 (reports/kernels/ holds kernel-bench lines, not result rows)."""
     files = sorted((REPO / "reports" / "baselines").glob("*.jsonl")) + sorted((REPO / "reports").rglob("raw/*.jsonl"))

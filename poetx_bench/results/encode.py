@@ -58,7 +58,7 @@ def restore_nonfinite(obj):
         for v in obj.values():
             restore_nonfinite(v)
         record = obj.get(NONFINITE_KEY)
-        if isinstance(record, dict) and all(k in _KINDS for k in record.values()):
+        if isinstance(record, dict) and all(isinstance(k, str) and k in _KINDS for k in record.values()):
             del obj[NONFINITE_KEY]
             for path, kind in record.items():
                 _put(obj, path, _KINDS[kind])

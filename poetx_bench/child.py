@@ -116,9 +116,9 @@ def main(argv=None) -> int:
     result = run(spec)
     out = Path(argv[1])
     tmp = out.with_suffix(".tmp")
-    from .store import _json_default
+    from .results import encode_row
 
-    tmp.write_text(json.dumps(result, default=_json_default))
+    tmp.write_text(encode_row(result))
     os.replace(tmp, out)
     return 0
 

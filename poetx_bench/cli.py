@@ -13,7 +13,10 @@ from pathlib import Path
 
 from .backends import BACKENDS
 from .errors import HarnessError, UserError
+from .results import claim_folder
 from .runner import EXIT_BAD_INPUT, EXIT_HARNESS, Runner, RunOptions, describe_point, estimate_seconds
+
+DEFAULT_BLOCK_SIZE = 256
 
 
 def best_device() -> str:
@@ -33,6 +36,8 @@ def _default_out(tag: str) -> Path:
 def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available, else cpu")
     p.add_argument("--out", type=Path, help="output folder (default runs/<timestamp>-<suite>)")
+    p.add_argument("--resume", action="store_true",
+                   help="skip points that already have a final row (without it, a folder with rows is refused)")
     p.add_argument("--max-memory-gb", type=float, help="memory cap that makes OOM reproducible")
     p.add_argument("--timeout", type=float, help="seconds per point (default: the suite's)")
     p.add_argument("--profile", action="store_true",
@@ -46,7 +51,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     sw = sub.add_parser("sweep", help="run a suite, one isolated process per point")
     sw.add_argument("--suite", default="smoke", help="suite name (suites/NAME.toml) or path (default smoke)")
-    sw.add_argument("--resume", action="store_true", help="skip points that already have a final row")
     sw.add_argument("--dry-run", action="store_true", help="list the points, their count and an ETA")
     sw.add_argument("--filter", action="append", default=[], metavar="KEY=VALUE",
                     help="keep points whose config KEY equals VALUE (repeatable; a,b = any of)")
@@ -57,8 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="one training point, same row format")
     run.add_argument("--method", required=True)
     run.add_argument("--model", required=True)
-    run.add_argument("--block-size", type=int, default=256)
-    run.add_argument("--seq-len", type=int, default=256)
+    run.add_argument("--block-size", type=int,
+                     help=f"default {DEFAULT_BLOCK_SIZE}, or a quarter of the width for narrower models (tiny: 32)")
+    run.add_argument("--seq-len", type=int, default=256, help="at most the model's max sequence length")
     run.add_argument("--batch-size", type=int, default=1)
     run.add_argument("--steps", type=int, default=10)
     run.add_argument("--warmup-steps", type=int, default=3)
@@ -111,24 +116,40 @@ def cmd_sweep(args) -> int:
     device = args.device or best_device()
     suite = load_suite(args.suite, device=device, sets=parse_sets(args.sets))
     points = apply_filters(suite.points, args.filter)
+    if suite.gpu and device == "cpu":
+        print(f"warning: suite {suite.name} is meant for a GPU; on cpu its points will mostly time out "
+              "or run out of memory (run it with --device cuda on a GPU machine)", file=sys.stderr)
     if args.dry_run:
-        total = 0.0
-        for p in points:
-            est = estimate_seconds(p["config"])
-            total += est
-            print(f"{p['point_id']}  {describe_point(p['config'])}  ~{est:.0f}s")
-        print(f"{len(points)} points in suite {suite.name} on {device}; estimated {total / 60:.1f} min")
+        _print_plan(suite.name, points, device, args.timeout)
         return 0
     if not points:
         raise UserError(f"suite {suite.name}: no points left after filters {args.filter}")
     out = args.out or _default_out(suite.name)
-    _prepare_data(points, quiet=args.quiet)
-    opts = RunOptions(out_dir=out, resume=args.resume, max_memory_gb=args.max_memory_gb,
-                      timeout=args.timeout, quiet=args.quiet, profile=args.profile, suite_name=suite.name)
-    print(f"sweep {suite.name}: {len(points)} points on {device} -> {out / 'results.jsonl'}", file=sys.stderr)
-    rc = Runner(opts).run(points)
-    _print_summary(out / "results.jsonl", points)
+    with claim_folder(out, args.resume) as results:
+        _prepare_data(points, quiet=args.quiet)
+        opts = RunOptions(out_dir=out, resume=args.resume, max_memory_gb=args.max_memory_gb,
+                          timeout=args.timeout, quiet=args.quiet, profile=args.profile, suite_name=suite.name)
+        print(f"sweep {suite.name}: {len(points)} points on {device} -> {results}", file=sys.stderr)
+        rc = Runner(opts).run(points)
+        _print_summary(results, points)
     return rc
+
+
+def _print_plan(suite: str, points: list[dict], device: str, timeout: float | None) -> None:
+    """--dry-run: each point with its estimate, which a point's timeout caps."""
+    total = 0.0
+    capped = 0
+    for p in points:
+        limit = timeout or p["config"].get("timeout")
+        est = estimate_seconds(p["config"])
+        at_limit = bool(limit) and est > limit
+        if at_limit:
+            est, capped = limit, capped + 1
+        total += est
+        note = " (its timeout)" if at_limit else ""
+        print(f"{p['point_id']}  {describe_point(p['config'])}  ~{est:.0f}s{note}")
+    hint = f" ({capped} points capped at their timeout)" if capped else ""
+    print(f"{len(points)} points in suite {suite} on {device}; estimated {total / 60:.1f} min{hint}")
 
 
 def _prepare_data(points: list[dict], quiet: bool) -> None:
@@ -151,12 +172,12 @@ def _prepare_data(points: list[dict], quiet: bool) -> None:
 
 
 def _print_summary(results: Path, points: list[dict]) -> None:
-    from .store import read_rows
+    from .results import read_rows
 
     if not results.exists():
         return
     wanted = {p["point_id"] for p in points}
-    rows = [r for r in read_rows(results, warn=False) if r["point_id"] in wanted]
+    rows = [r for r in read_rows(results, warn=False, allow_empty=True) if r.get("point_id") in wanted]
     print(f"\n{'point':52} {'status':9} {'tok/s':>10} {'ms':>9} {'peak GiB':>9} {'loss':>8}")
     for r in rows:
         m = r.get("metrics") or {}
@@ -180,19 +201,24 @@ def cmd_run(args) -> int:
         raise UserError(f"--method {args.method!r}: unknown (known: {', '.join(METHODS)})")
     if args.model not in MODEL_CONFIGS:
         raise UserError(f"--model {args.model!r}: unknown (known: {', '.join(MODEL_CONFIGS)})")
+    model = MODEL_CONFIGS[args.model]
+    uses_blocks = METHODS[args.method].uses_blocks
+    if args.block_size is None:
+        args.block_size = _default_block_size(model, uses_blocks)
     for name in ("block_size", "seq_len", "batch_size", "steps"):
         if getattr(args, name) <= 0:
             raise UserError(f"--{name.replace('_', '-')} {getattr(args, name)}: must be positive")
     if args.warmup_steps < 0:
         raise UserError(f"--warmup-steps {args.warmup_steps}: must be >= 0")
     _check_run_options(args)
-    width = MODEL_CONFIGS[args.model].hidden
-    if METHODS[args.method].uses_blocks and args.block_size > width:
-        raise UserError(f"--block-size {args.block_size}: larger than the width {width} of model {args.model!r}")
+    if uses_blocks and args.block_size > model.hidden:
+        raise UserError(f"--block-size {args.block_size}: larger than the width {model.hidden} of model {args.model!r}")
+    if args.seq_len > model.max_seq_len:
+        raise UserError(f"--seq-len {args.seq_len}: exceeds the max sequence length {model.max_seq_len} "
+                        f"of model {args.model!r}")
     if args.data not in ("default", "synthetic") and not Path(args.data).exists():
         raise UserError(f"--data {args.data}: no such file")
     device = args.device or best_device()
-    uses_blocks = METHODS[args.method].uses_blocks
     cfg = {"kind": "train", "method": args.method, "model": args.model,
            "block_size": args.block_size if uses_blocks else None, "seq_len": args.seq_len,
            "batch_size": args.batch_size, "device": device, **TRAIN_DEFAULTS,
@@ -200,12 +226,23 @@ def cmd_run(args) -> int:
            "data": args.data, "backend": args.backend, "dtype": resolve_dtype(args.dtype, device)}
     point = {"config": cfg, "point_id": point_id(cfg)}
     out = args.out or _default_out("run")
-    _prepare_data([point], quiet=args.quiet)
-    opts = RunOptions(out_dir=out, max_memory_gb=args.max_memory_gb, timeout=args.timeout,
-                      quiet=args.quiet, profile=args.profile, suite_name="run")
-    rc = Runner(opts).run([point])
-    _print_summary(out / "results.jsonl", [point])
+    with claim_folder(out, args.resume) as results:
+        _prepare_data([point], quiet=args.quiet)
+        opts = RunOptions(out_dir=out, resume=args.resume, max_memory_gb=args.max_memory_gb,
+                          timeout=args.timeout, quiet=args.quiet, profile=args.profile, suite_name="run")
+        rc = Runner(opts).run([point])
+        _print_summary(results, [point])
     return rc
+
+
+def _default_block_size(model, uses_blocks: bool) -> int:
+    """256 (the paper's) where it fits the model, else a quarter of its width; says so when it differs."""
+    if not uses_blocks or DEFAULT_BLOCK_SIZE <= model.hidden:
+        return DEFAULT_BLOCK_SIZE
+    size = model.hidden // 4
+    print(f"run: --block-size {size} (a quarter of model {model.name}'s width {model.hidden}; "
+          f"the default {DEFAULT_BLOCK_SIZE} does not fit)", file=sys.stderr)
+    return size
 
 
 def cmd_list(args) -> int:
@@ -232,6 +269,18 @@ def cmd_env(args) -> int:
     return 0
 
 
+def _rules_beside_baseline(args) -> None:
+    """Without --rules, `B.rules.toml` next to baseline `B.jsonl` applies (e.g. the CPU baseline's
+    rules, which leave CPU wall-clock and memory ungated)."""
+    if args.rules is not None:
+        return
+    base = Path(args.baseline)
+    rules = base.with_name(base.name.removesuffix(".jsonl") + ".rules.toml")
+    if rules.is_file():
+        print(f"gate: rules {rules} (found beside the baseline; --rules overrides)", file=sys.stderr)
+        args.rules = str(rules)
+
+
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -256,6 +305,7 @@ def main(argv=None) -> int:
         if args.command == "gate":
             from . import gate
 
+            _rules_beside_baseline(args)
             return gate.main(args)
         if args.command == "correctness":
             from . import correctness

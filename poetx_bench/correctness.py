@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from .env import environment
-from .store import SCHEMA_VERSION, append_row
+from .results import SCHEMA_VERSION, append_row, check_out_folder, read_rows
 from .suite import point_id
 
 SHAPES = [(256, 512, 64), (512, 256, 128), (320, 200, 64), (1024, 1024, 256)]
@@ -103,9 +103,8 @@ def main(args) -> int:
     from .cli import best_device
 
     device = args.device or best_device()
-    out = args.out or Path("runs") / (_dt.datetime.now().strftime("%Y%m%d-%H%M%S") + "-correctness")
+    out = check_out_folder(args.out or Path("runs") / (_dt.datetime.now().strftime("%Y%m%d-%H%M%S") + "-correctness"))
     results = run_checks(device, out, quick=args.quick)
-    from .store import read_rows
 
     print(f"{'check':22} {'method':11} {'shape':16} {'dtype':9} {'backend':7} {'out':>9} {'dx':>9} "
           f"{'dskew_in':>9} {'dskew_out':>9}")

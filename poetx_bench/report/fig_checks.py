@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from . import style
-from .document import Section, Table, fmt_num, no_data, write_csv
+from .document import MISSING, Section, Table, fmt_num, no_data, write_csv
 from .rows import Point
 
 ERR_KEYS = ("rel_err_output", "rel_err_grad_input", "rel_err_grad_skew_in", "rel_err_grad_skew_out")
@@ -70,21 +70,24 @@ def host_device_section(points: list[Point], out_dir: Path) -> Section:
         hv = (p.row.get("artifacts") or {}).get("host_vs_device")
         if not isinstance(hv, dict):
             continue
+        bound = hv.get("host_bound")
         recs.append({"point": p.label(), "device": p.cfg("device"),
                      "host ms/step": hv.get("host_total_ms_per_step"),
                      "device kernel ms/step": hv.get("device_kernel_ms_per_step"),
-                     "host-bound": hv.get("host_bound")})
+                     "device busy": hv.get("device_busy_fraction"),
+                     "host-bound": MISSING if bound is None else ("yes" if bound else "no")})
     if not recs:
         return no_data(title, "no profiled points (run with `--profile`).")
     raw = pd.DataFrame.from_records(recs)
     rel = "tables/host_vs_device.csv"
     write_csv(raw, out_dir / rel)
     shown = raw.copy()
-    for col in ("host ms/step", "device kernel ms/step"):
+    for col in ("host ms/step", "device kernel ms/step", "device busy"):
         shown[col] = [fmt_num(v, 2) for v in raw[col]]
-    sec = Section(title, ["From the separate profiled pass (never the timed one): host time of the "
-                          "forward, backward and optimizer ranges per step against the summed device "
-                          "kernel time per step. A step whose host time exceeds its device time is "
-                          "host-bound: the GPU waits for launches."])
+    sec = Section(title, ["From the separate profiled pass (never the timed one): wall time of the "
+                          "forward, backward and optimizer ranges on the CPU thread per step against the "
+                          "summed kernel time per step (kernels only). A step whose kernels keep the device "
+                          "busy less than half of that host time is host-bound: the GPU waits for launches. "
+                          "CPU points have no device time."])
     sec.add(Table(shown.astype(str), csv=rel))
     return sec

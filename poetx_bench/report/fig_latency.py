@@ -1,8 +1,8 @@
 """Figure 3: single-layer latency breakdown (cayley / permutation / matmul / other), forward and backward.
 
 From layer rows' metrics.breakdown_ms; one panel per layer shape. The paper's bars stand beside ours
-where the point matches the paper's setting (2048 tokens, block size 256; layer shape not stated by
-the paper, 4096 -> 14336 fits best).
+where the point matches the paper's setting (bf16 on CUDA, 2048 tokens, block size 256; layer shape not
+stated by the paper, 4096 -> 14336 fits best).
 """
 
 from __future__ import annotations
@@ -29,8 +29,10 @@ def _group_title(key: tuple) -> str:
 
 
 def _paper_matches(p: Point) -> bool:
+    """The paper timed bf16 on an H100: CPU or fp32 latencies beside it would be meaningless ratios."""
     cfg = paper.LATENCY_CONFIG
-    return p.cfg("tokens") == cfg["tokens"] and (p.method == "linear" or p.block_size == cfg["block_size"])
+    return (p.cfg("tokens") == cfg["tokens"] and (p.method == "linear" or p.block_size == cfg["block_size"])
+            and p.cfg("dtype") == cfg["dtype"] and p.cfg("device") == cfg["device"])
 
 
 def _sorted(points: list[Point]) -> list[Point]:
@@ -134,12 +136,13 @@ def latency_section(points: list[Point], out_dir: Path) -> Section:
                 ax.set_xlim(-1.5, max(ticks, default=0) + 1.5)
             ax.set_xticks(ticks, ticklabels, rotation=60, ha="right", fontsize=7)
             ax.set_title(_group_title(key), fontsize=8.5)
-            ax.set_ylim(0, ymax * 1.12 if ymax > 0 else 1)
+            ax.set_ylim(0, ymax * style.HEADROOM if ymax > 0 else 1)
             ax.grid(axis="x", visible=False)
         axes[0].set_ylabel("time (ms)")
         style.figure_legend(fig, axes)
         caption = ("Single linear layer, forward and backward time per op (measured; hatched translucent bars: "
-                   f"{names.PAPER_CITATION}, 2048 tokens, b=256, read off its bar chart ±0.02 ms).")
+                   f"{names.PAPER_CITATION}, H100, bf16, 2048 tokens, b=256, read off its bar chart ±0.02 ms; "
+                   "set only beside bf16 CUDA points).")
         figure = style.save(fig, frame(data), out_dir, "layer_latency", caption)
     shown = pd.DataFrame([{
         "layer": t["group"], "method": t["method"] if t["block_size"] is None else f"{t['method']} b{t['block_size']}",

@@ -24,12 +24,20 @@ def _panel_points(points: list[Point]) -> dict[str, list[Point]]:
     return panels
 
 
-def _bar_label(p: Point, models_seq: set) -> str:
+def _varying(points: list[Point]) -> set[str]:
+    """Config fields that differ within a panel: labels must name them, or bars look alike."""
+    return {f for f in ("seq_len", "batch_size", "dtype", "device") if len({str(p.cfg(f)) for p in points}) > 1}
+
+
+def _bar_label(p: Point, varying: set[str]) -> str:
     label = method_label(p)
-    if len(models_seq) > 1 and p.seq_len is not None:
+    if "seq_len" in varying and p.seq_len is not None:
         label += f"\nL{p.seq_len}"
-    if p.batch_size not in (None, 1):
+    if p.batch_size not in (None, 1) or "batch_size" in varying:
         label += f" bs{p.batch_size}"
+    for f in ("dtype", "device"):
+        if f in varying:
+            label += f" {p.cfg(f, '?')}"
     return label
 
 
@@ -57,13 +65,14 @@ def memory_breakdown_section(points: list[Point], out_dir: Path) -> Section:
         axes = fig.subplots(1, n, squeeze=False, width_ratios=widths)[0]
         seen_components: set[str] = set()
         for ax, (model, pts) in zip(axes, panels.items()):
-            seqs = {p.seq_len for p in pts}
+            varying = _varying(pts)
             x = 0.0
             ticks, ticklabels = [], []
             ymax = 0.0
             pending: list[tuple[float, float | None, str]] = []  # failed points, drawn once ymax is known
+            labels: list[tuple[float, float, str]] = []  # statuses of failed points that have a breakdown
             for p in pts:
-                label = _bar_label(p, seqs)
+                label = _bar_label(p, varying)
                 comps = p.breakdown()
                 measured_total = None
                 if comps:
@@ -77,21 +86,20 @@ def memory_breakdown_section(points: list[Point], out_dir: Path) -> Section:
                         seen_components.add(comp)
                         data.append({"source": "measured", "model": model, "method": p.method,
                                      "block_size": p.block_size, "seq_len": p.seq_len, "batch_size": p.batch_size,
-                                     "status": p.status, "component": comp, "gb": gb})
+                                     "dtype": p.cfg("dtype"), "status": p.status, "component": comp, "gb": gb})
                         bottom += gb_drawn
                     measured_total = bottom
                     ax.text(x, bottom, fmt_num(bottom, 1), ha="center", va="bottom", fontsize=6.5)
                     ymax = max(ymax, bottom)
                     if not p.ok:
-                        ax.text(x, bottom * 1.06 + 0.5, status_text(p.status), ha="center", va="bottom",
-                                fontsize=7, color="#b00000")
+                        labels.append((x, bottom, status_text(p.status)))
                 else:
                     peak = names.to_gb(p.metric("peak_memory_bytes"))
                     pending.append((x, peak, p.status))
                     data.append({"source": "measured", "model": model, "method": p.method,
                                  "block_size": p.block_size, "seq_len": p.seq_len, "batch_size": p.batch_size,
-                                 "status": p.status, "component": "peak_before_failure" if peak else "",
-                                 "gb": peak})
+                                 "dtype": p.cfg("dtype"), "status": p.status,
+                                 "component": "peak_before_failure" if peak else "", "gb": peak})
                     ymax = max(ymax, peak or 0.0)
                 ticks.append(x)
                 ticklabels.append(label)
@@ -121,11 +129,13 @@ def memory_breakdown_section(points: list[Point], out_dir: Path) -> Section:
                 x += 0.3
             for bx, height, status in pending:
                 style.status_bar(ax, bx, height, status, ymax)
+            for bx, top, text in labels:
+                style.status_label(ax, bx, top, text, ymax)
             if len(ticks) <= 2:  # keep a lone bar from filling a wide panel
                 ax.set_xlim(-1.5, max(ticks, default=0) + 1.5)
             ax.set_xticks(ticks, ticklabels, rotation=60, ha="right", fontsize=7)
             ax.set_title(f"Llama-{model}")
-            ax.set_ylim(0, ymax * 1.15 + 1e-9 if ymax > 0 else 1)
+            ax.set_ylim(0, ymax * style.HEADROOM if ymax > 0 else 1)
             ax.grid(axis="x", visible=False)
         axes[0].set_ylabel("peak memory (GB = GiB)")
         style.figure_legend(fig, axes)

@@ -1,13 +1,12 @@
-"""Loading result rows (JSON lines written by the harness) into `Point` objects.
+"""Result rows as `Point` objects for the report and the gate.
 
-Tolerant of missing optional metrics (accessors return None). Strict about the file:
-a missing file or an invalid JSON line raises UserError naming file and line, except a
-truncated *last* line, which is skipped with a warning (the harness may have been killed mid-write).
+Tolerant of missing optional metrics (accessors return None). Files are read by the one results reader
+(`poetx_bench.results`): lines that are not rows are skipped with a warning, a file without rows is a
+UserError naming it.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 from dataclasses import dataclass, field
@@ -16,9 +15,7 @@ from typing import Any
 
 from ..config_defaults import ADDED_KEY_DEFAULTS
 from ..errors import UserError
-
-SCHEMA_VERSION = 1
-OK = "ok"
+from ..results import OK, read_numbered
 
 # Config fields that identify a point (besides point_id), used for matching and labels.
 KEY_FIELDS = (
@@ -223,35 +220,8 @@ def find_result_files(paths) -> list[Path]:
 
 
 def read_jsonl(path: Path) -> list[Point]:
-    """Parse one results file. Invalid line -> UserError; truncated last line -> warning, skipped."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise UserError(f"{path}: cannot read results file: {exc.strerror or exc}") from None
-    except UnicodeDecodeError as exc:
-        raise UserError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    lines = text.splitlines()
-    last = max((i for i, ln in enumerate(lines) if ln.strip()), default=-1)
-    points: list[Point] = []
-    for i, line in enumerate(lines):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            if i == last:
-                warn(f"{path}:{i + 1}: skipping truncated last line ({exc.msg})")
-                continue
-            raise UserError(f"{path}:{i + 1}: invalid JSON: {exc.msg} (column {exc.colno})") from None
-        if not isinstance(row, dict):
-            raise UserError(f"{path}:{i + 1}: expected a JSON object per line, got {type(row).__name__}")
-        if not isinstance(row.get("config"), dict):
-            raise UserError(f"{path}:{i + 1}: result row has no 'config' object")
-        version = row.get("schema_version", SCHEMA_VERSION)
-        if isinstance(version, int) and version > SCHEMA_VERSION:
-            warn(f"{path}:{i + 1}: schema_version {version} is newer than {SCHEMA_VERSION}")
-        points.append(Point(row, file=str(path), line=i + 1))
-    return points
+    """One results file as points (see `poetx_bench.results.read_numbered` for the rules)."""
+    return [Point(row, file=str(path), line=lineno) for lineno, row in read_numbered(path)]
 
 
 def load_points(paths) -> list[Point]:

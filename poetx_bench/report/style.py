@@ -43,7 +43,9 @@ COMPONENT_COLORS = {
 OP_COLORS = {"cayley": "#6baed6", "permutation": "#fd8d3c", "matmul": "#31a354", "other": "#bdbdbd"}
 STATUS_COLOR = "#d9d9d9"
 STATUS_HATCH = "xx"
+STATUS_BOX = {"facecolor": "white", "edgecolor": "none", "pad": 1.0, "alpha": 0.85}
 PAPER_ALPHA = 0.45
+HEADROOM = 1.15  # y-limit of bar panels over their tallest bar: room for the value labels
 PAPER_HATCH = "//"
 
 
@@ -103,6 +105,14 @@ def status_bar(ax, x: float, height: float | None, status: str, ymax: float, wid
     h = height if known else 0.4 * (ymax if ymax > 0 else 1.0)
     ax.bar(x, h, width=width, color=STATUS_COLOR, hatch=STATUS_HATCH, edgecolor="#555555", linewidth=0.6,
            label="did not finish")
-    text = str(status).upper() + ("" if known else "\n(no value)")
-    ax.text(x, h / 2, text, rotation=90, ha="center", va="center", fontsize=7,
-            color="#333333", bbox={"facecolor": "white", "edgecolor": "none", "pad": 1.0, "alpha": 0.85})
+    status_label(ax, x, h, str(status).upper() + ("" if known else "\n(no value)"), ymax, color="#333333")
+
+
+def status_label(ax, x: float, top: float, text: str, ymax: float, color: str = "#b00000") -> None:
+    """A failed point's status on its bar, inside the axes whatever the scale: placed in axes
+    coordinates (the panel's y-limit is HEADROOM x ymax), within a tall bar or above a short one."""
+    frac = top / (HEADROOM * ymax) if ymax > 0 else 0.0
+    inside = frac > 0.5
+    ax.text(x, frac - 0.07 if inside else frac + 0.07, text, rotation=90, ha="center",
+            va="top" if inside else "bottom", transform=ax.get_xaxis_transform(), fontsize=7, color=color,
+            bbox=STATUS_BOX)

@@ -483,3 +483,52 @@ def _rules(tmp_path: Path, body: str, metric: str = "tokens_per_s") -> Path:
     path = tmp_path / "timed.toml"
     path.write_text(f"[metrics.{metric}]\n{body}")
     return path
+
+
+# --- the GPU gate: suites, rules, script ---------------------------------------------------------
+
+ROOT = Path(__file__).parent.parent
+
+
+def test_gpu_gate_suites_time_enough_samples():
+    from poetx_bench.suite import load_suite
+
+    layer = load_suite("gpu-gate-layer", device="cuda")
+    train = load_suite("gpu-gate-train", device="cuda")
+    assert {(p["config"]["method"], p["config"]["block_size"], p["config"]["backend"]) for p in layer.points} == {
+        ("linear", None, "triton"), ("poetx-fast", 256, "triton"), ("poetx-mem", 256, "triton")}
+    assert all((p["config"]["in_features"], p["config"]["out_features"]) == (4096, 14336) for p in layer.points)
+    shapes = {(p["config"]["method"], p["config"]["model"], p["config"]["seq_len"], p["config"]["batch_size"])
+              for p in train.points}
+    assert shapes == {(m, model, L, bs) for m in ("adamw", "poetx-fast", "poetx-mem")
+                      for model, L, bs in (("3b", 1024, 1), ("60m", 256, 32))}
+    rules = gate.load_rules(ROOT / "reports" / "baselines" / "h100-rules.toml")
+    assert all(p["config"]["steps"] >= rules["tokens_per_s"]["min_samples"] for p in train.points)
+    assert all(p["config"]["seed"] == 0 and p["config"]["backend"] == "triton" for p in train.points)
+    # do_bench samples for max(100, 2 * repeats) ms: >= 10 repeats up to 20 ms a call
+    assert all(max(100, 2 * p["config"]["repeats"]) / 20 >= rules["fwd_bwd_ms"]["min_samples"]
+               for p in layer.points)
+    assert rules["tokens_per_s"]["effect_rel"] == 0.25 and rules["fwd_bwd_ms"]["rel"] < 0.25
+
+
+def _script(tmp_path, baseline: Path, *args):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "POETX_GATE_BASELINE": str(baseline), "PYTHON": sys.executable}
+    return subprocess.run(["bash", str(ROOT / "bench" / "gpu-gate.sh"), "--out", str(tmp_path / "out"), *args],
+                          env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_gpu_gate_script_without_baseline_exits_2_with_one_line(tmp_path):
+    proc = _script(tmp_path, tmp_path / "missing.jsonl")
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and "no baseline" in proc.stderr and "--new-baseline" in proc.stderr
+    assert not (tmp_path / "out").exists()  # nothing ran
+    # a baseline from another GPU model is refused before the sweeps run
+    other = _write(tmp_path / "h200.jsonl", [_row(device_name=H200)])
+    proc = _script(tmp_path, other)
+    assert proc.returncode == 2 and "measured on NVIDIA H200" in proc.stderr, proc.stderr
+    assert proc.stderr.count("\n") == 1 and not (tmp_path / "out").exists()
+    assert _script(tmp_path, other, "--bogus").returncode == 2

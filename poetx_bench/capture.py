@@ -10,7 +10,7 @@ skew parameters and optimizer state in place, so the captured addresses stay val
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

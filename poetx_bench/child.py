@@ -65,7 +65,8 @@ def run(spec: dict) -> dict:
             result["status"] = "skipped"
             result["error"] = {"type": "Skipped", "message": reason, "traceback_tail": ""}
             return result
-        _apply_memory_cap(cfg, spec.get("max_memory_gb") or cfg.get("max_memory_gb"))
+        cap_gb = spec.get("max_memory_gb") or cfg.get("max_memory_gb")
+        _apply_memory_cap(cfg, cap_gb)
         if cfg["kind"] == "layer":
             from .layer_point import run_layer_point
 
@@ -83,6 +84,8 @@ def run(spec: dict) -> dict:
                 from .profiling import profile_trainer
 
                 result["artifacts"] = profile_trainer(trainer, Path(spec["profile_dir"]))
+        if cap_gb:  # rows under different caps are not compared (poetx_bench.machines)
+            result["metrics"]["memory_cap_bytes"] = int(cap_gb * 1024**3)
     except BaseException as exc:  # noqa: BLE001 - every failure is a recorded status
         tb = traceback.format_exc()
         status = "oom" if is_oom(exc) else "error"
@@ -91,8 +94,9 @@ def run(spec: dict) -> dict:
                            "traceback_tail": tb[-3000:]}
         if status == "oom":
             result["metrics"]["peak_memory_bytes"] = _peak_reached(cfg["device"])
-            if spec.get("max_memory_gb"):
-                result["metrics"]["memory_cap_bytes"] = int(spec["max_memory_gb"] * 1024**3)
+        cap_gb = spec.get("max_memory_gb") or cfg.get("max_memory_gb")
+        if cap_gb:
+            result["metrics"]["memory_cap_bytes"] = int(cap_gb * 1024**3)
     return result
 
 

@@ -1,46 +1,63 @@
 """Regression gate: compare a current results file against a baseline, point by point.
 
     python -m poetx_bench gate --baseline B.jsonl --current C.jsonl [--rules FILE.toml] [--summary OUT.md]
+                               [--allow-different-devices]
 
 Points are matched by point_id; where ids differ, by the config tuple (kind, method, model, block_size,
 seq_len, batch_size, dtype, device, steps, seed, in_features, out_features, tokens) when that tuple is
 unique in both files. Points found in only one file are "not comparable" (listed, not a failure).
 
-Each matched point gets one verdict: newly failing (status was ok, now is not), worse (a metric
-regressed beyond its threshold), better, noise (changes within thresholds or not significant), or not
-comparable (nothing to compare, e.g. both failed before reaching metrics).
+Machines: a matched pair is compared only when both rows ran on the same device model (env.device_name,
+e.g. "NVIDIA H100 80GB HBM3" -- not just config.device "cuda"; the CPU model on CPU runs) under the same
+memory cap (metrics.memory_cap_bytes / config.max_memory_gb); see poetx_bench.machines. Otherwise the pair
+is refused ("different machines") and the gate exits 2, unless --allow-different-devices is given.
 
-Metrics and default rules (a change is beyond the threshold when |current - baseline| exceeds
-max(abs, rel * |baseline|), i.e. it must exceed both the relative and the absolute part):
+Each compared pair gets one verdict: newly failing (status was ok, now is not), worse (a metric
+regressed beyond its rule), better, insufficient samples (a timed metric within the effect-size threshold
+whose samples cannot show significance), noise (changes within the rules or not significant), or not
+comparable (nothing to compare, e.g. both failed before reaching metrics, or refused machines).
+
+Timed metrics (tokens_per_s: higher is better, samples metrics.step_times_s in s; fwd_bwd_ms: lower is
+better, samples metrics.fwd_bwd_ms_samples / samples_ms in ms) are judged on the time ratio of medians,
+r = current/baseline time (for tokens_per_s r = baseline/current tokens/s; r > 1 is slower):
+
+    1. effect size (always, whatever the sample count): r > 1 + effect_rel is worse, r < 1/(1 + effect_rel)
+       is better. The recorded medians (the metric's own value) give r, so rows without samples are judged.
+    2. statistics, when both sides have >= min_samples samples and the smallest two-sided Mann-Whitney U
+       p-value reachable with those counts (2 / C(n1+n2, n1)) is below alpha: r_s = median(current
+       samples) / median(baseline samples), its (1 - alpha) percentile bootstrap confidence interval
+       (scipy.stats.bootstrap, 2000 resamples, fixed seed) and a two-sided Mann-Whitney U test.
+       Worse when p < alpha and the whole interval lies above 1 + rel; better when p < alpha and it lies
+       below 1/(1 + rel); otherwise noise (within rel, or not significant).
+    3. otherwise "insufficient samples": judged on effect size alone, reported as such, never as noise.
+
+Other metrics (fixed thresholds; a change is beyond the threshold when |current - baseline| exceeds
+max(abs, rel * |baseline|)):
 
     status             ok -> anything else = newly failing (non-ok -> ok is "better")
     peak_memory_bytes  lower is better; rel 0.03, abs 67108864 (64 MiB)
-    tokens_per_s       higher is better; rel 0.07, and when both points have >= min_samples (3)
-                       per-step samples (metrics.step_times_s), a two-sided Mann-Whitney U test on them
-                       must give p < alpha (0.05); without samples the threshold alone decides
-    fwd_bwd_ms         layer rows, lower is better; rel 0.07, alpha 0.05, samples from
-                       metrics.fwd_bwd_ms_samples / samples_ms when present
     final_loss         tolerance abs 0.05 or rel 0.02, whichever is larger; two_sided = true means a
                        drop beyond it is also a failure (the run changed), false makes a drop "better";
                        a NaN/inf loss where the baseline was finite is worse
     trainable_params   must be equal
     total_params       must be equal
 
+A metric present on one side only is "not judged" (listed, counted, not a failure). The gate warns (stderr
+and summary) when baseline points have fewer than min_samples samples of a gated timed metric.
+
 Rules file (TOML). Only these keys exist; any other key is an error naming the file and key:
 
-    description = "CPU CI: correctness only"     # optional, free text
+    description = "H100 gate"                    # optional, free text
 
-    [metrics.tokens_per_s]
-    enabled = false                              # skip this metric entirely
+    [metrics.tokens_per_s]                       # and [metrics.fwd_bwd_ms]
+    rel = 0.05                                   # tighter threshold, judged on statistics (default 0.07)
+    effect_rel = 0.25                            # effect-size threshold, always applied (default 0.25)
+    alpha = 0.05                                 # Mann-Whitney p and 1 - bootstrap confidence level
+    min_samples = 10                             # fewer samples on a side -> effect size alone
 
     [metrics.peak_memory_bytes]
     rel = 0.05                                   # fraction of the baseline value
     abs = 134217728                              # in the metric's own unit (bytes here)
-
-    [metrics.fwd_bwd_ms]
-    rel = 0.10
-    alpha = 0.01                                 # p-value threshold of the Mann-Whitney U test
-    min_samples = 5                              # fewer samples than this -> threshold alone
 
     [metrics.final_loss]
     abs = 0.1
@@ -48,24 +65,30 @@ Rules file (TOML). Only these keys exist; any other key is an error naming the f
     two_sided = false
 
     [metrics.status]                             # and [metrics.trainable_params], [metrics.total_params]
-    enabled = true
+    enabled = true                               # every metric has it; false skips the metric
 
-Keys per metric: enabled (all); rel, abs (peak_memory_bytes, tokens_per_s, fwd_bwd_ms, final_loss);
-alpha, min_samples (tokens_per_s, fwd_bwd_ms); two_sided (final_loss).
+Keys per metric: enabled (all); rel, effect_rel, alpha, min_samples (tokens_per_s, fwd_bwd_ms; effect_rel
+must be >= rel); rel, abs (peak_memory_bytes, final_loss); two_sided (final_loss).
 
-Exit status: 0 pass, 1 regression (worse or newly failing), 2 nothing comparable or bad input
-(missing/invalid results file, invalid rules file).
+Output: a table (verdict, point, metric, detail), the verdict line ("gate: PASS ...") and a line counting
+how many metrics were judged on statistics, on effect size alone, on fixed thresholds, and not judged.
+
+Exit status: 0 pass, 1 regression (worse or newly failing), 2 nothing comparable, pairs refused as
+different machines, or bad input (missing/invalid results file, invalid rules file).
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import inspect
 import math
+import statistics
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import machines
 from .errors import UserError
 from .report.rows import Point, dedupe, number, read_jsonl, warn
 
@@ -75,19 +98,28 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
 WORSE, BETTER, NOISE, NA, FAILING = "worse", "better", "noise", "not comparable", "newly failing"
-VERDICT_ORDER = [FAILING, WORSE, BETTER, NOISE, NA]
+INSUFFICIENT = "insufficient samples"
+VERDICT_ORDER = [FAILING, WORSE, BETTER, INSUFFICIENT, NOISE, NA]
+
+# how a metric was judged
+STATS, EFFECT, THRESHOLD, UNJUDGED = "statistics", "effect size alone", "fixed threshold", "not judged"
+BASIS_ORDER = [STATS, EFFECT, THRESHOLD, UNJUDGED]
 
 DEFAULT_RULES: dict[str, dict] = {
     "status": {"enabled": True},
     "peak_memory_bytes": {"enabled": True, "rel": 0.03, "abs": 64 * 2**20},
-    "tokens_per_s": {"enabled": True, "rel": 0.07, "abs": 0.0, "alpha": 0.05, "min_samples": 3},
-    "fwd_bwd_ms": {"enabled": True, "rel": 0.07, "abs": 0.0, "alpha": 0.05, "min_samples": 3},
+    "tokens_per_s": {"enabled": True, "rel": 0.07, "effect_rel": 0.25, "alpha": 0.05, "min_samples": 10},
+    "fwd_bwd_ms": {"enabled": True, "rel": 0.07, "effect_rel": 0.25, "alpha": 0.05, "min_samples": 10},
     "final_loss": {"enabled": True, "abs": 0.05, "rel": 0.02, "two_sided": True},
     "trainable_params": {"enabled": True},
     "total_params": {"enabled": True},
 }
 TOP_LEVEL_KEYS = {"metrics", "description"}
+# timed metrics -> where their per-step / per-repeat time samples live (first non-empty wins)
 SAMPLE_KEYS = {"tokens_per_s": ("step_times_s",), "fwd_bwd_ms": ("fwd_bwd_ms_samples", "samples_ms")}
+HIGHER_IS_BETTER = {"tokens_per_s"}
+BOOTSTRAP_RESAMPLES = 2000
+BOOTSTRAP_SEED = 0
 
 
 # --- rules ---------------------------------------------------------------------------------------
@@ -99,11 +131,13 @@ def _check_value(path, dotted: str, key: str, value):
     elif key == "min_samples":
         if isinstance(value, bool) or not isinstance(value, int) or value < 2:
             raise UserError(f"{path}: {dotted} must be an integer >= 2, got {value!r}")
-    else:  # rel, abs, alpha
+    else:  # rel, abs, alpha, effect_rel
         if isinstance(value, bool) or not isinstance(value, int | float) or value < 0 or math.isnan(value):
             raise UserError(f"{path}: {dotted} must be a number >= 0, got {value!r}")
-        if key == "alpha" and not 0 < value <= 1:
-            raise UserError(f"{path}: {dotted} must be in (0, 1], got {value!r}")
+        if key == "alpha" and not 0 < value < 1:
+            raise UserError(f"{path}: {dotted} must be in (0, 1), got {value!r}")
+        if key == "effect_rel" and not 0 < value < math.inf:
+            raise UserError(f"{path}: {dotted} must be a finite number > 0, got {value!r}")
     return value
 
 
@@ -125,6 +159,8 @@ def load_rules(path: str | Path | None) -> dict[str, dict]:
     for key in data:
         if key not in TOP_LEVEL_KEYS:
             raise UserError(f"{path}: unknown key '{key}' (allowed: {', '.join(sorted(TOP_LEVEL_KEYS))})")
+    if not isinstance(data.get("description", ""), str):
+        raise UserError(f"{path}: description must be a string, got {data['description']!r}")
     metrics = data.get("metrics", {})
     if not isinstance(metrics, dict):
         raise UserError(f"{path}: 'metrics' must be a table ([metrics.<name>])")
@@ -138,6 +174,10 @@ def load_rules(path: str | Path | None) -> dict[str, dict]:
             if key not in rules[name]:
                 raise UserError(f"{path}: unknown key '{dotted}' (allowed: {', '.join(rules[name])})")
             rules[name][key] = _check_value(path, dotted, key, value)
+        rule = rules[name]
+        if "effect_rel" in rule and rule["effect_rel"] < rule["rel"]:
+            raise UserError(f"{path}: metrics.{name}.effect_rel ({rule['effect_rel']}) must be >= "
+                            f"metrics.{name}.rel ({rule['rel']})")
     return rules
 
 
@@ -149,6 +189,7 @@ class Check:
     verdict: str
     detail: str
     moved: bool = True  # False when the value did not change at all
+    basis: str = THRESHOLD  # STATS, EFFECT, THRESHOLD or UNJUDGED
 
 
 @dataclass
@@ -158,13 +199,14 @@ class Comparison:
     current: Point | None
     checks: list[Check] = field(default_factory=list)
     note: str = ""
+    refused: str = ""  # why the pair was not compared (different machines), "" when it was
 
     @property
     def verdict(self) -> str:
-        if self.baseline is None or self.current is None:
+        if self.baseline is None or self.current is None or self.refused:
             return NA
         found = {c.verdict for c in self.checks}
-        for v in (FAILING, WORSE, BETTER, NOISE):
+        for v in (FAILING, WORSE, BETTER, INSUFFICIENT, NOISE):
             if v in found:
                 return v
         return NA
@@ -180,7 +222,9 @@ def _pct(base: float, cur: float) -> str:
     return f"{(cur - base) / abs(base) * 100:+.1f}%"
 
 
-def _fmt(value: float, metric: str) -> str:
+def _fmt(value: float | None, metric: str) -> str:
+    if value is None:
+        return "missing"
     if metric == "peak_memory_bytes":
         return f"{value / 2**30:.3f} GiB"
     if metric in ("trainable_params", "total_params"):
@@ -190,12 +234,20 @@ def _fmt(value: float, metric: str) -> str:
     return f"{value:.4g}"
 
 
-def _samples(p: Point, metric: str) -> list[float]:
+def samples(p: Point, metric: str) -> list[float]:
+    """The positive finite time samples behind a timed metric ([] when none were recorded)."""
     for key in SAMPLE_KEYS.get(metric, ()):
-        values = [v for v in p.series(key) if math.isfinite(v)]
+        values = [v for v in p.series(key) if math.isfinite(v) and v > 0]
         if values:
             return values
     return []
+
+
+def smallest_p(n1: int, n2: int) -> float:
+    """The smallest two-sided p-value an exact Mann-Whitney U test can reach with n1 and n2 samples."""
+    if n1 < 1 or n2 < 1:
+        return 1.0
+    return min(1.0, 2.0 / math.comb(n1 + n2, n1))
 
 
 def _mann_whitney(a: list[float], b: list[float]) -> float:
@@ -206,28 +258,117 @@ def _mann_whitney(a: list[float], b: list[float]) -> float:
     return float(mannwhitneyu(a, b, alternative="two-sided").pvalue)
 
 
+def bootstrap_ratio_ci(base: list[float], cur: list[float], level: float) -> tuple[float, float]:
+    """Percentile bootstrap interval of median(cur) / median(base) (scipy.stats.bootstrap, fixed seed)."""
+    import numpy as np
+    from scipy.stats import bootstrap
+
+    if len(set(base)) == 1 and len(set(cur)) == 1:  # no spread: the interval is the point
+        r = cur[0] / base[0]
+        return r, r
+
+    def ratio(x, y, axis=-1):
+        return np.median(y, axis=axis) / np.median(x, axis=axis)
+
+    seed = np.random.default_rng(BOOTSTRAP_SEED)
+    params = inspect.signature(bootstrap).parameters
+    kwargs = {"rng": seed} if "rng" in params else {"random_state": seed}
+    res = bootstrap((np.asarray(base, dtype=float), np.asarray(cur, dtype=float)), ratio, paired=False,
+                    vectorized=True, confidence_level=level, n_resamples=BOOTSTRAP_RESAMPLES,
+                    method="percentile", **kwargs)
+    return float(res.confidence_interval.low), float(res.confidence_interval.high)
+
+
+def _iqr_rel(values: list[float]) -> float:
+    med = statistics.median(values)
+    if len(values) >= 4:
+        q = statistics.quantiles(values, n=4, method="inclusive")
+        spread = q[2] - q[0]
+    else:
+        spread = max(values) - min(values)
+    return spread / med if med else 0.0
+
+
 def _threshold(rule: dict, base: float) -> float:
     return max(float(rule.get("abs", 0.0)), float(rule.get("rel", 0.0)) * abs(base))
 
 
+def _missing(metric: str, b, c) -> Check:
+    return Check(metric, NA, f"{metric} {_fmt(b, metric)} -> {_fmt(c, metric)}: not judged (missing on one side)",
+                 basis=UNJUDGED)
+
+
+def check_timed(metric: str, rule: dict, base: Point, cur: Point) -> Check | None:
+    """tokens_per_s / fwd_bwd_ms: effect size always, statistics where the samples allow (module docstring)."""
+    b, c = base.metric(metric), cur.metric(metric)
+    if b is None and c is None:
+        return None
+    if b is None or c is None or not (0 < b < math.inf) or not (0 < c < math.inf):
+        return _missing(metric, b, c)
+    ratio = b / c if metric in HIGHER_IS_BETTER else c / b  # time ratio: > 1 is slower
+    effect, rel, alpha = float(rule["effect_rel"]), float(rule["rel"]), float(rule["alpha"])
+    min_n = int(rule["min_samples"])
+    text = f"{metric} {_fmt(b, metric)} -> {_fmt(c, metric)} ({_pct(b, c)}, time x{ratio:.3f})"
+
+    sb, sc = samples(base, metric), samples(cur, metric)
+    nb, nc = len(sb), len(sc)
+    reasons = []
+    if min(nb, nc) < min_n:
+        reasons.append(f"fewer than min_samples {min_n}")
+    if smallest_p(nb, nc) >= alpha:
+        reasons.append(f"smallest reachable Mann-Whitney p {smallest_p(nb, nc):.3g} >= alpha {alpha:g}")
+    why = f"{nb}/{nc} samples: " + "; ".join(reasons) if reasons else ""
+    basis = EFFECT if why else STATS
+
+    if ratio > 1 + effect or ratio < 1 / (1 + effect):
+        worse = ratio > 1
+        limit = f"x{1 + effect:.3g}" if worse else f"x{1 / (1 + effect):.3g}"
+        text += f": beyond the effect-size threshold {limit}"
+        if why:
+            text += f" ({why})"
+        return Check(metric, WORSE if worse else BETTER, text, basis=basis)
+    if why:
+        return Check(metric, INSUFFICIENT, f"{text}: within the effect-size threshold +-{effect:.0%}; "
+                     f"not judged on statistics ({why})", moved=ratio != 1, basis=EFFECT)
+
+    ratio_s = statistics.median(sc) / statistics.median(sb)
+    lo, hi = bootstrap_ratio_ci(sb, sc, 1 - alpha)
+    p = _mann_whitney(sb, sc)
+    stats = (f"; samples {nb}/{nc}: median time ratio {ratio_s:.3f}, {1 - alpha:.0%} CI [{lo:.3f}, {hi:.3f}], "
+             f"Mann-Whitney p={p:.3g}")
+    spread = max(_iqr_rel(sb), _iqr_rel(sc))
+    if spread > 0.10:
+        stats += f", noisy (IQR/median up to {spread:.0%})"
+    if p < alpha and lo > 1 + rel:
+        return Check(metric, WORSE, text + stats + f": CI above +{rel:.0%}", basis=STATS)
+    if p < alpha and hi < 1 / (1 + rel):
+        return Check(metric, BETTER, text + stats + f": CI below -{1 - 1 / (1 + rel):.1%}", basis=STATS)
+    why_noise = "not significant" if p >= alpha else f"CI not beyond +-{rel:.0%}"
+    return Check(metric, NOISE, text + stats + f": {why_noise}", moved=ratio != 1 or ratio_s != 1, basis=STATS)
+
+
 def check_metric(metric: str, rule: dict, base: Point, cur: Point) -> Check | None:
-    """One metric of one matched pair, or None when it does not apply / is missing."""
+    """One metric of one matched pair, or None when neither side has it."""
+    if metric in SAMPLE_KEYS:
+        return check_timed(metric, rule, base, cur)
+
     if metric in ("trainable_params", "total_params"):
         b, c = number(base.metrics.get(metric)), number(cur.metrics.get(metric))
-        if b is None or c is None:
+        if b is None and c is None:
             return None
+        if b is None or c is None:
+            return _missing(metric, b, c)
         if b != c:
             return Check(metric, WORSE, f"{metric} {_fmt(b, metric)} -> {_fmt(c, metric)} (must be equal)")
         return Check(metric, NOISE, f"{metric} equal", moved=False)
 
     if metric == "final_loss":
-        b_raw, c_raw = base.metrics.get(metric), cur.metrics.get(metric)
-        b = _float_or_none(b_raw)
-        c = _float_or_none(c_raw)
-        if b is None or c is None:
+        b = _float_or_none(base.metrics.get(metric))
+        c = _float_or_none(cur.metrics.get(metric))
+        if b is None and c is None:
             return None
-        if not math.isfinite(b):
-            return None
+        if b is None or c is None or not math.isfinite(b):
+            return _missing(metric, b, c)
         if not math.isfinite(c):
             return Check(metric, WORSE, f"final_loss {b:.4g} -> {c} (not finite)")
         tol = _threshold(rule, b)
@@ -239,27 +380,18 @@ def check_metric(metric: str, rule: dict, base: Point, cur: Point) -> Check | No
             return Check(metric, WORSE, text)
         return Check(metric, BETTER, text)
 
-    higher_is_better = metric == "tokens_per_s"
+    # peak_memory_bytes: lower is better, fixed threshold
     b, c = base.metric(metric), cur.metric(metric)
-    if b is None or c is None:
+    if b is None and c is None:
         return None
+    if b is None or c is None:
+        return _missing(metric, b, c)
     delta = c - b
     tol = _threshold(rule, b)
     text = f"{metric} {_fmt(b, metric)} -> {_fmt(c, metric)} ({_pct(b, c)})"
     if abs(delta) <= tol:
         return Check(metric, NOISE, text, moved=delta != 0)
-    worse = (delta < 0) if higher_is_better else (delta > 0)
-    if metric in SAMPLE_KEYS:
-        sb, sc = _samples(base, metric), _samples(cur, metric)
-        min_n = int(rule.get("min_samples", 3))
-        if len(sb) >= min_n and len(sc) >= min_n:
-            p = _mann_whitney(sb, sc)
-            text += f", Mann-Whitney p={p:.3g} (n={len(sb)}/{len(sc)})"
-            if p >= float(rule.get("alpha", 0.05)):
-                return Check(metric, NOISE, text + " not significant")
-        else:
-            text += ", no step samples: threshold only"
-    return Check(metric, WORSE if worse else BETTER, text)
+    return Check(metric, WORSE if delta > 0 else BETTER, text)
 
 
 def _float_or_none(value) -> float | None:
@@ -271,8 +403,16 @@ def _float_or_none(value) -> float | None:
         return None
 
 
-def compare_pair(base: Point, cur: Point, rules: dict[str, dict]) -> Comparison:
+def compare_pair(base: Point, cur: Point, rules: dict[str, dict],
+                 allow_different_devices: bool = False) -> Comparison:
     comp = Comparison(cur.label(), base, cur)
+    if not allow_different_devices:
+        why = machines.mismatch(base, cur)
+        if why:
+            comp.refused = why
+            comp.note = (f"refused, different machines (baseline vs current): {why} "
+                         "(--allow-different-devices compares them)")
+            return comp
     if rules["status"]["enabled"]:
         if base.ok and not cur.ok:
             first = f": {cur.error_line}" if cur.error_line else ""
@@ -286,7 +426,7 @@ def compare_pair(base: Point, cur: Point, rules: dict[str, dict]) -> Comparison:
     if base.ok and cur.ok:
         metrics = ["fwd_bwd_ms"] if cur.kind == "layer" else ["peak_memory_bytes", "tokens_per_s", "final_loss"]
         metrics += ["trainable_params", "total_params"]
-        if cur.kind == "layer" and "peak_memory_bytes" in cur.metrics:
+        if cur.kind == "layer" and ("peak_memory_bytes" in cur.metrics or "peak_memory_bytes" in base.metrics):
             metrics.insert(0, "peak_memory_bytes")
         for metric in metrics:
             if rules[metric]["enabled"]:
@@ -330,6 +470,7 @@ def match_points(baseline: list[Point], current: list[Point]):
 @dataclass
 class GateResult:
     comparisons: list[Comparison]
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def comparable(self) -> list[Comparison]:
@@ -339,28 +480,62 @@ class GateResult:
     def regressions(self) -> list[Comparison]:
         return [c for c in self.comparisons if c.verdict in (WORSE, FAILING)]
 
+    @property
+    def refused(self) -> list[Comparison]:
+        return [c for c in self.comparisons if c.refused]
+
     def counts(self) -> dict[str, int]:
         out = {v: 0 for v in VERDICT_ORDER}
         for c in self.comparisons:
             out[c.verdict] += 1
         return out
 
+    def basis_counts(self) -> dict[str, int]:
+        """How many metric checks were judged on statistics, on effect size alone, on fixed thresholds,
+        and how many could not be judged."""
+        out = {b: 0 for b in BASIS_ORDER}
+        for comp in self.comparisons:
+            for check in comp.checks:
+                out[check.basis] += 1
+        return out
+
     @property
     def exit_code(self) -> int:
-        if not self.comparable:
+        if self.regressions:
+            return 1
+        if not self.comparable or self.refused:
             return 2
-        return 1 if self.regressions else 0
+        return 0
 
 
-def run_gate(baseline_path, current_path, rules: dict[str, dict]) -> GateResult:
+def sample_warnings(baseline: list[Point], rules: dict[str, dict], name: str = "baseline") -> list[str]:
+    """One line per timed metric whose baseline points have fewer samples than min_samples."""
+    out = []
+    for metric in SAMPLE_KEYS:
+        rule = rules[metric]
+        if not rule["enabled"]:
+            continue
+        kind = "layer" if metric == "fwd_bwd_ms" else "train"
+        counts = [len(samples(p, metric)) for p in baseline
+                  if p.ok and p.kind == kind and p.metric(metric) is not None]
+        few = [n for n in counts if n < rule["min_samples"]]
+        if few:
+            out.append(f"{name}: {len(few)} of {len(counts)} points have fewer than {rule['min_samples']} "
+                       f"samples of {metric} (fewest {min(few)}): judged on effect size alone "
+                       f"(±{rule['effect_rel']:.0%}); time more steps or repeats")
+    return out
+
+
+def run_gate(baseline_path, current_path, rules: dict[str, dict],
+             allow_different_devices: bool = False) -> GateResult:
     baseline, _ = dedupe(_load(baseline_path, "baseline"))
     current, _ = dedupe(_load(current_path, "current"))
     pairs, only_base, only_cur = match_points(baseline, current)
-    comps = [compare_pair(b, c, rules) for b, c in pairs]
+    comps = [compare_pair(b, c, rules, allow_different_devices) for b, c in pairs]
     comps += [Comparison(p.label(), p, None, note="only in baseline") for p in only_base]
     comps += [Comparison(p.label(), None, p, note="only in current") for p in only_cur]
     comps.sort(key=lambda c: (VERDICT_ORDER.index(c.verdict), c.label))
-    return GateResult(comps)
+    return GateResult(comps, sample_warnings(baseline, rules, f"baseline {baseline_path}"))
 
 
 def _load(path, role: str) -> list[Point]:
@@ -403,8 +578,25 @@ def _verdict_line(result: GateResult) -> str:
     counts = result.counts()
     parts = ", ".join(f"{n} {v}" for v, n in counts.items() if n)
     code = result.exit_code
-    state = {0: "PASS", 1: "FAIL (regression)", 2: "NOTHING COMPARABLE"}[code]
+    if code == 1:
+        state = "FAIL (regression)"
+    elif code == 2:
+        state = (f"REFUSED ({len(result.refused)} pairs from different machines)" if result.refused
+                 else "NOTHING COMPARABLE")
+    else:
+        basis = result.basis_counts()
+        unsure = basis[EFFECT] + basis[UNJUDGED]
+        state = "PASS" if not unsure else f"PASS, but {unsure} metrics not judged on statistics"
     return f"gate: {state}: {parts or 'no points'}"
+
+
+def _basis_line(result: GateResult) -> str:
+    b = result.basis_counts()
+    line = (f"judged: {b[STATS]} metrics on statistics, {b[EFFECT]} on effect size alone (insufficient "
+            f"samples), {b[THRESHOLD]} on fixed thresholds, {b[UNJUDGED]} could not be judged")
+    if result.refused:
+        line += f"; {len(result.refused)} pairs not compared (different machines)"
+    return line
 
 
 def format_markdown(result: GateResult, baseline, current, rules_path) -> str:
@@ -413,7 +605,11 @@ def format_markdown(result: GateResult, baseline, current, rules_path) -> str:
 
     lines = ["# Benchmark gate", "", f"- baseline: `{baseline}`", f"- current: `{current}`",
              f"- rules: `{rules_path}`" if rules_path else "- rules: defaults", "",
-             f"**{_verdict_line(result)}**", "", "| verdict | point | metric | detail |", "|---|---|---|---|"]
+             f"**{_verdict_line(result)}**", "", _basis_line(result), ""]
+    lines += [f"- warning: {w}" for w in result.warnings]
+    if result.warnings:
+        lines.append("")
+    lines += ["| verdict | point | metric | detail |", "|---|---|---|---|"]
     for c in result.comparisons:
         lines.append(f"| {cell(c.verdict)} | {cell(c.label)} | {cell(_metrics(c))} | {cell(_detail(c))} |")
     return "\n".join(lines) + "\n"
@@ -426,19 +622,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--current", required=True, metavar="C.jsonl", help="current results file")
     parser.add_argument("--rules", metavar="FILE.toml", help="rules file overriding the default thresholds")
     parser.add_argument("--summary", metavar="OUT.md", help="also write a markdown summary here")
+    parser.add_argument("--allow-different-devices", action="store_true",
+                        help="compare rows from different device models or memory caps (refused by default)")
 
 
 def main(args: argparse.Namespace) -> int:
-    """0 pass, 1 regression, 2 nothing comparable or bad input (message on stderr)."""
+    """0 pass, 1 regression, 2 nothing comparable, refused machines or bad input (message on stderr)."""
     try:
         rules = load_rules(args.rules)
-        result = run_gate(args.baseline, args.current, rules)
+        result = run_gate(args.baseline, args.current, rules,
+                          allow_different_devices=getattr(args, "allow_different_devices", False))
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    for w in result.warnings:
+        warn(w)
     print(format_table(result))
     print()
     print(_verdict_line(result))
+    print(_basis_line(result))
     summary = getattr(args, "summary", None)
     if summary:
         out = Path(summary)
@@ -448,6 +650,9 @@ def main(args: argparse.Namespace) -> int:
         except OSError as exc:
             print(f"error: {out}: cannot write summary: {exc.strerror or exc}", file=sys.stderr)
             return 2
-    if result.exit_code == 2:
+    if result.refused:
+        warn(f"{len(result.refused)} pairs ran on different machines and were not compared "
+             "(--allow-different-devices compares them)")
+    elif result.exit_code == 2:
         warn("no point could be compared between baseline and current")
     return result.exit_code

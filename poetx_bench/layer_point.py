@@ -1,9 +1,10 @@
 """One single-layer latency point: forward+backward of nn.Linear, POET or POET-X on one input.
 
-The total is timed with `triton.testing.do_bench` on GPU (median and quartiles) or a perf_counter loop on
-CPU. The breakdown into Cayley / permutation / matmul / other comes from a separate torch.profiler pass:
-each op's self time (device time on GPU) is classified by op name and input shapes (`classify_op`);
-forward comes from a forward-only profile, backward from the forward+backward profile minus it.
+The total is timed with `triton.testing.do_bench` on GPU or a perf_counter loop on CPU; either way every
+repeat's time is recorded (`samples_ms`) and summarized as median and IQR. The breakdown into Cayley /
+permutation / matmul / other comes from a separate torch.profiler pass: each op's self time (device time on
+GPU) is classified by op name and input shapes (`classify_op`); forward comes from a forward-only profile,
+backward from the forward+backward profile minus it.
 """
 
 from __future__ import annotations
@@ -174,12 +175,13 @@ def run_layer_point(cfg: dict) -> dict:
     if device.type == "cuda":
         import triton.testing
 
-        q = triton.testing.do_bench(fwd_bwd, warmup=max(25, warmup), rep=max(100, repeats * 2),
-                                    quantiles=[0.25, 0.5, 0.75])
-        median, iqr = q[1], q[2] - q[0]
+        # every repeat's time (CUDA events, L2 flushed before each), so the gate can test them
+        samples = [float(t) for t in triton.testing.do_bench(
+            fwd_bwd, warmup=max(25, warmup), rep=max(100, repeats * 2), return_mode="all")]
+        s = summarize(samples)
+        median, iqr = s["median"], s["iqr"]
         qf = triton.testing.do_bench(fwd_train, warmup=25, rep=100, quantiles=[0.25, 0.5, 0.75])
         fwd_ms = qf[1]
-        samples = None
     else:
         samples = _time_cpu(fwd_bwd, warmup, repeats)
         s = summarize(samples)

@@ -1,4 +1,5 @@
-"""Regression gate: memory / throughput / loss / params / status rules, matching, rules files, exit codes."""
+"""Regression gate: memory / throughput / loss / params / status rules, statistics and effect size, machines,
+matching, rules files, exit codes."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import argparse
 import copy
 import json
 import random
+import statistics
 from pathlib import Path
 
 import pytest
@@ -161,10 +163,13 @@ def test_throughput_regression_needs_significant_samples(tmp_path):
     comp = res.comparisons[0]
     assert comp.verdict == gate.NOISE, [c.detail for c in comp.checks]
     assert res.exit_code == 0
-    # without samples the threshold alone decides
+    # without samples only the effect-size rule applies: -10% is within it, so "insufficient samples"
     for row in (noisy_base, noisy_cur):
         del row["metrics"]["step_times_s"]
-    assert _result(tmp_path, [noisy_base], [noisy_cur]).comparisons[0].verdict == gate.WORSE
+    res = _result(tmp_path, [noisy_base], [noisy_cur])
+    check = res.comparisons[0].flagged()[0]
+    assert res.comparisons[0].verdict == gate.INSUFFICIENT and check.basis == gate.EFFECT
+    assert res.exit_code == 0
 
 
 def test_layer_latency_lower_is_better(tmp_path):
@@ -225,6 +230,12 @@ def test_cpu_ci_style_rules(tmp_path):
     ("[metrics.peak_memory_bytes]\nrel = -1\n", "metrics.peak_memory_bytes.rel"),
     ("[metrics.status]\nenabled = 'no'\n", "metrics.status.enabled"),
     ("[metrics.tokens_per_s\n", "invalid TOML"),
+    ("[metrics.tokens_per_s]\nabs = 10\n", "metrics.tokens_per_s.abs"),
+    ("[metrics.fwd_bwd_ms]\nrel = 0.3\n", "metrics.fwd_bwd_ms.effect_rel"),
+    ("[metrics.fwd_bwd_ms]\neffect_rel = 0\n", "metrics.fwd_bwd_ms.effect_rel"),
+    ("[metrics.tokens_per_s]\nalpha = 1\n", "metrics.tokens_per_s.alpha"),
+    ("[metrics.tokens_per_s]\nmin_samples = 1\n", "metrics.tokens_per_s.min_samples"),
+    ("description = 3\n", "description"),
 ])
 def test_bad_rules_file_exits_2(tmp_path, capsys, text, fragment):
     rows = _rows()
@@ -257,3 +268,267 @@ def test_load_rules_defaults_and_overrides(tmp_path):
     assert rules["tokens_per_s"]["rel"] == 0.07
     with pytest.raises(UserError, match="not found"):
         gate.load_rules(tmp_path / "nope.toml")
+
+
+# --- synthetic rows: statistics, effect size, machines -------------------------------------------
+
+H100, H200 = "NVIDIA H100 80GB HBM3", "NVIDIA H200"
+
+
+def _row(method: str = "poetx-fast", times=(0.13, 0.131, 0.124), *, kind: str = "train",
+         device_name: str | None = H100, point_id: str | None = None, **metrics) -> dict:
+    """One ok result row. Train rows: step times in s, tokens_per_s = median of tokens/time as the harness
+    records it. Layer rows: per-repeat times in ms as samples_ms, fwd_bwd_ms their median."""
+    times = [float(t) for t in times]
+    if kind == "train":
+        config = {"kind": "train", "method": method, "model": "3b", "block_size": 256, "seq_len": 1024,
+                  "batch_size": 1, "device": "cuda", "dtype": "bfloat16", "steps": len(times), "seed": 0}
+        tokens = config["seq_len"] * config["batch_size"]
+        base = {"tokens_per_s": statistics.median(tokens / t for t in times), "step_times_s": times,
+                "peak_memory_bytes": 20 * 2**30, "final_loss": 10.8, "trainable_params": 1000,
+                "total_params": 5000}
+    else:
+        config = {"kind": "layer", "method": method, "in_features": 4096, "out_features": 14336, "tokens": 2048,
+                  "block_size": 256, "device": "cuda", "dtype": "bfloat16", "seed": 0}
+        base = {"fwd_bwd_ms": statistics.median(times), "samples_ms": times, "trainable_params": 1000,
+                "total_params": 5000}
+    base.update(metrics)
+    env = {"device_name": device_name} if device_name is not None else None
+    return {"schema_version": 1, "point_id": point_id or f"{kind}-{method}", "status": "ok", "kind": kind,
+            "config": config, "metrics": base, "env": env}
+
+
+def _draw(seed: int, n: int, median: float, iqr_rel: float) -> list[float]:
+    """n normal samples (fixed seed) rescaled about their median to exactly this median and IQR/median."""
+    rng = random.Random(seed)
+    raw = [rng.gauss(0.0, 1.0) for _ in range(n)]
+    mid = statistics.median(raw)
+    q = statistics.quantiles(raw, n=4, method="inclusive")
+    return [median * (1 + (x - mid) * iqr_rel / (q[2] - q[0])) for x in raw]
+
+
+def _only(result: gate.GateResult) -> gate.Comparison:
+    assert len(result.comparisons) == 1
+    return result.comparisons[0]
+
+
+def _timed(result: gate.GateResult) -> gate.Check:
+    """The timed-metric check of a one-pair result."""
+    return next(c for c in _only(result).checks if c.metric in ("tokens_per_s", "fwd_bwd_ms"))
+
+
+def test_five_x_slowdown_with_three_samples_fails(tmp_path, capsys):
+    base = _row(times=[0.1294, 0.1309, 0.1240])
+    slow = _row(times=[t * 5 for t in base["metrics"]["step_times_s"]])
+    assert gate.smallest_p(3, 3) == pytest.approx(0.1)  # 3 against 3 can never reach alpha 0.05
+    assert _run(tmp_path, [base], [slow]) == 1
+    out = capsys.readouterr().out
+    assert "gate: FAIL" in out and "effect-size threshold" in out
+    check = _only(_result(tmp_path, [base], [slow])).flagged()[0]
+    assert check.verdict == gate.WORSE and check.basis == gate.EFFECT and "x5.000" in check.detail
+    # the same with the layer metric (per-repeat samples_ms), lower is better
+    lb = _row("linear", [1.0, 1.01, 0.99], kind="layer")
+    lc = _row("linear", [5.0, 5.05, 4.95], kind="layer")
+    assert _run(tmp_path, [lb], [lc]) == 1
+
+
+def test_five_percent_slowdown_with_three_samples_is_not_judged_on_statistics(tmp_path, capsys):
+    base = _row(times=[0.1294, 0.1309, 0.1240])
+    slow = _row(times=[t * 1.05 for t in base["metrics"]["step_times_s"]])
+    assert _run(tmp_path, [base], [slow], summary=True) == 0
+    out = capsys.readouterr().out
+    assert "gate: PASS, but 1 metrics not judged on statistics: 1 insufficient samples" in out
+    assert "gate: PASS:" not in out
+    assert "judged: 0 metrics on statistics, 1 on effect size alone (insufficient samples)" in out
+    line = next(ln for ln in out.splitlines() if ln.startswith("insufficient samples"))
+    assert "tokens_per_s" in line and "smallest reachable Mann-Whitney p 0.1 >= alpha 0.05" in line
+    comp = _only(_result(tmp_path, [base], [slow]))
+    assert comp.verdict == gate.INSUFFICIENT and comp.flagged()[0].basis == gate.EFFECT
+    summary = (tmp_path / "out" / "summary.md").read_text()
+    assert "| insufficient samples | poetx-fast b256 3b L1024 bs1 | tokens_per_s |" in summary
+    assert "1 on effect size alone" in summary and "fewer than 10 samples of tokens_per_s" in summary
+
+
+def test_identical_data_passes(tmp_path, capsys):
+    rows = [_row(times=_draw(1, 20, 0.1, 0.02)), _row("linear", _draw(2, 20, 1.0, 0.02), kind="layer")]
+    assert _run(tmp_path, rows, rows) == 0
+    out = capsys.readouterr().out
+    assert "gate: PASS: 2 noise" in out
+    assert "judged: 2 metrics on statistics, 0 on effect size alone" in out
+    res = _result(tmp_path, rows, rows)
+    assert all(c.verdict == gate.NOISE for c in res.comparisons)
+    # identical with 3 samples: passes, said to be judged on effect size alone
+    few = [_row()]
+    assert _run(tmp_path, few, few) == 0
+    assert "gate: PASS, but 1 metrics not judged on statistics" in capsys.readouterr().out
+
+
+def test_ten_percent_slowdown_with_twenty_low_noise_samples_fails(tmp_path):
+    base = _row(times=_draw(3, 20, 0.100, 0.02))
+    slow = _row(times=[t * 1.10 for t in _draw(4, 20, 0.100, 0.02)])
+    res = _result(tmp_path, [base], [slow])
+    check = _only(res).flagged()[0]
+    assert res.exit_code == 1 and check.verdict == gate.WORSE and check.basis == gate.STATS
+    assert "CI above +7%" in check.detail and "Mann-Whitney" in check.detail
+    # and a 10% speed-up is "better"
+    fast = _row(times=[t / 1.10 for t in _draw(4, 20, 0.100, 0.02)])
+    res = _result(tmp_path, [base], [fast])
+    assert _only(res).verdict == gate.BETTER and res.exit_code == 0
+    # layer latency (samples_ms): same rule
+    lb = _row("poetx-mem", _draw(5, 20, 1.0, 0.02), kind="layer")
+    lc = _row("poetx-mem", [t * 1.10 for t in _draw(6, 20, 1.0, 0.02)], kind="layer")
+    assert _only(_result(tmp_path, [lb], [lc])).verdict == gate.WORSE
+
+
+def test_ten_percent_slowdown_with_high_noise_is_noise(tmp_path):
+    base_times = _draw(7, 20, 0.100, 0.30)
+    cur_times = [t * 1.10 for t in _draw(8, 20, 0.100, 0.30)]
+    for times in (base_times, cur_times):  # the fixture really is that noisy
+        assert gate._iqr_rel(times) == pytest.approx(0.30)
+    res = _result(tmp_path, [_row(times=base_times)], [_row(times=cur_times)])
+    check = _timed(res)
+    assert _only(res).verdict == gate.NOISE
+    assert check.verdict == gate.NOISE and check.basis == gate.STATS, check.detail
+    assert "noisy" in check.detail and res.exit_code == 0
+
+
+def test_rows_from_two_gpu_models_are_refused(tmp_path, capsys):
+    base = _row(times=_draw(1, 20, 0.1, 0.02))
+    cur = _row(times=_draw(1, 20, 0.1, 0.02), device_name=H200)
+    assert _run(tmp_path, [base], [cur]) == 2
+    captured = capsys.readouterr()
+    assert "gate: REFUSED" in captured.out and f"(baseline vs current): device {H100} vs {H200}" in captured.out
+    assert "1 pairs not compared (different machines)" in captured.out
+    assert "--allow-different-devices" in captured.err
+    comp = _only(_result(tmp_path, [base], [cur]))
+    assert comp.verdict == gate.NA and comp.refused
+    # the flag allows it
+    parser = argparse.ArgumentParser()
+    gate.add_arguments(parser)
+    args = parser.parse_args(["--baseline", str(tmp_path / "base.jsonl"), "--current", str(tmp_path / "cur.jsonl"),
+                              "--allow-different-devices"])
+    assert gate.main(args) == 0
+    # a regression among the compared pairs still fails (1) even when other pairs are refused
+    slow = _row("adamw", [t * 5 for t in _draw(1, 20, 0.1, 0.02)], point_id="other")
+    assert _run(tmp_path, [base, _row("adamw", _draw(1, 20, 0.1, 0.02), point_id="other")], [cur, slow]) == 1
+    # a different memory cap is a different machine too; a missing env is not the H100
+    capped = copy.deepcopy(base)
+    capped["metrics"]["memory_cap_bytes"] = 40 * 2**30
+    assert _run(tmp_path, [base], [capped]) == 2
+    assert "memory no cap vs cap 40 GiB" in capsys.readouterr().out
+    assert _run(tmp_path, [base], [_row(times=_draw(1, 20, 0.1, 0.02), device_name=None)]) == 2
+
+
+def test_machines_helper():
+    from poetx_bench.machines import memory_cap_bytes, mismatch
+    from poetx_bench.report.rows import Point
+
+    a, b = Point(_row()), Point(_row())
+    assert mismatch(a, b) is None
+    assert mismatch(a, Point(_row(device_name=H200))) == f"device {H100} vs {H200}"
+    capped = _row()
+    capped["config"]["max_memory_gb"] = 8
+    assert memory_cap_bytes(Point(capped)) == 8 * 2**30
+    assert "cap 8 GiB" in mismatch(a, Point(capped))
+
+
+def test_stale_h100_baseline_with_throughput_cut_to_one_fifth_fails(tmp_path, capsys):
+    """The issue's case: the 3-steps-a-point H100 memory baseline, every tokens/s cut to one fifth."""
+    path = Path(__file__).parent.parent / "reports" / "baselines" / "h100-paper-memory-3b.jsonl"
+    base = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    cur = copy.deepcopy(base)
+    for r in cur:
+        r["metrics"]["tokens_per_s"] /= 5
+        r["metrics"]["step_times_s"] = [t * 5 for t in r["metrics"]["step_times_s"]]
+    assert _run(tmp_path, base, cur) == 1
+    captured = capsys.readouterr()
+    assert captured.out.count("\nworse ") + captured.out.startswith("worse ") == len(base)
+    assert "7 of 7 points have fewer than 10 samples of tokens_per_s (fewest 3)" in captured.err
+    assert "0 metrics on statistics, 7 on effect size alone" in captured.out
+    # a +10% memory change still fails on its fixed threshold; the unchanged file passes with a comment
+    cur = copy.deepcopy(base)
+    cur[0]["metrics"]["peak_memory_bytes"] = int(cur[0]["metrics"]["peak_memory_bytes"] * 1.1)
+    assert _run(tmp_path, base, cur) == 1
+    assert _run(tmp_path, base, base) == 0
+    assert "gate: PASS, but 7 metrics not judged on statistics" in capsys.readouterr().out
+
+
+def test_metric_missing_on_one_side_is_counted_not_judged(tmp_path, capsys):
+    base = _row(times=_draw(1, 20, 0.1, 0.02))
+    cur = copy.deepcopy(base)
+    cur["metrics"]["tokens_per_s"] = None
+    cur["metrics"]["step_times_s"] = []
+    assert _run(tmp_path, [base], [cur]) == 0
+    out = capsys.readouterr().out
+    assert "1 could not be judged" in out and "not judged (missing on one side)" in out
+    assert "gate: PASS, but 1 metrics not judged on statistics" in out
+
+
+def test_timed_rules_from_file(tmp_path):
+    base = _row(times=_draw(3, 20, 0.100, 0.02))
+    slow = _row(times=[t * 1.10 for t in _draw(4, 20, 0.100, 0.02)])
+    # a looser statistical threshold lets +10% pass; a tighter effect-size threshold fails it on 3 samples
+    assert _only(_result(tmp_path, [base], [slow], _rules(tmp_path, "rel = 0.15\n"))).verdict == gate.NOISE
+    few_b, few_c = _row(), _row(times=[t * 1.10 for t in (0.13, 0.131, 0.124)])
+    assert _result(tmp_path, [few_b], [few_c]).exit_code == 0
+    assert _result(tmp_path, [few_b], [few_c], _rules(tmp_path, "rel = 0.05\neffect_rel = 0.08\n")).exit_code == 1
+    # min_samples above the count: judged on effect size alone
+    res = _result(tmp_path, [base], [slow], _rules(tmp_path, "min_samples = 30\n"))
+    assert _only(res).verdict == gate.INSUFFICIENT and "fewer than min_samples 30" in _only(res).flagged()[0].detail
+    # a stricter alpha that 20 against 20 can still reach
+    assert _only(_result(tmp_path, [base], [slow], _rules(tmp_path, "alpha = 0.001\n"))).verdict == gate.WORSE
+
+
+def _rules(tmp_path: Path, body: str, metric: str = "tokens_per_s") -> Path:
+    path = tmp_path / "timed.toml"
+    path.write_text(f"[metrics.{metric}]\n{body}")
+    return path
+
+
+# --- the GPU gate: suites, rules, script ---------------------------------------------------------
+
+ROOT = Path(__file__).parent.parent
+
+
+def test_gpu_gate_suites_time_enough_samples():
+    from poetx_bench.suite import load_suite
+
+    layer = load_suite("gpu-gate-layer", device="cuda")
+    train = load_suite("gpu-gate-train", device="cuda")
+    assert {(p["config"]["method"], p["config"]["block_size"], p["config"]["backend"]) for p in layer.points} == {
+        ("linear", None, "triton"), ("poetx-fast", 256, "triton"), ("poetx-mem", 256, "triton")}
+    assert all((p["config"]["in_features"], p["config"]["out_features"]) == (4096, 14336) for p in layer.points)
+    shapes = {(p["config"]["method"], p["config"]["model"], p["config"]["seq_len"], p["config"]["batch_size"])
+              for p in train.points}
+    assert shapes == {(m, model, L, bs) for m in ("adamw", "poetx-fast", "poetx-mem")
+                      for model, L, bs in (("3b", 1024, 1), ("60m", 256, 32))}
+    rules = gate.load_rules(ROOT / "reports" / "baselines" / "h100-rules.toml")
+    assert all(p["config"]["steps"] >= rules["tokens_per_s"]["min_samples"] for p in train.points)
+    assert all(p["config"]["seed"] == 0 and p["config"]["backend"] == "triton" for p in train.points)
+    # do_bench samples for max(100, 2 * repeats) ms: >= 10 repeats up to 20 ms a call
+    assert all(max(100, 2 * p["config"]["repeats"]) / 20 >= rules["fwd_bwd_ms"]["min_samples"]
+               for p in layer.points)
+    assert rules["tokens_per_s"]["effect_rel"] == 0.25 and rules["fwd_bwd_ms"]["rel"] < 0.25
+
+
+def _script(tmp_path, baseline: Path, *args):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "POETX_GATE_BASELINE": str(baseline), "PYTHON": sys.executable}
+    return subprocess.run(["bash", str(ROOT / "bench" / "gpu-gate.sh"), "--out", str(tmp_path / "out"), *args],
+                          env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_gpu_gate_script_without_baseline_exits_2_with_one_line(tmp_path):
+    proc = _script(tmp_path, tmp_path / "missing.jsonl")
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and "no baseline" in proc.stderr and "--new-baseline" in proc.stderr
+    assert not (tmp_path / "out").exists()  # nothing ran
+    # a baseline from another GPU model is refused before the sweeps run
+    other = _write(tmp_path / "h200.jsonl", [_row(device_name=H200)])
+    proc = _script(tmp_path, other)
+    assert proc.returncode == 2 and "measured on NVIDIA H200" in proc.stderr, proc.stderr
+    assert proc.stderr.count("\n") == 1 and not (tmp_path / "out").exists()
+    assert _script(tmp_path, other, "--bogus").returncode == 2

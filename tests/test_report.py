@@ -303,3 +303,44 @@ def test_cpu_layer_latency_is_not_set_beside_the_paper(tmp_path):
     bars = _csv(tmp_path / "out" / "figures" / "layer_latency.csv")
     assert not any(r["source"] == "paper" for r in bars)
     assert "Failed to render" not in res.markdown.read_text()
+
+
+def test_ratios_never_pair_rows_from_different_machines(tmp_path):
+    """'vs adamw' and 'linear/method' refuse an H200 row against an H100 reference, unless allowed."""
+    from poetx_bench.report.fig_latency import latency_section
+    from poetx_bench.report.rows import Point
+    from poetx_bench.report.tables import throughput_records
+
+    rows = _rows()
+    h200 = []
+    for r in rows:
+        if r["env"] and r["status"] == "ok" and r["config"]["method"] == "poetx-fast" and (
+                r["kind"] == "layer" or (r["config"].get("model") == "3b" and r["config"]["seq_len"] == 1024
+                                         and r["config"]["block_size"] == 256)):
+            r["env"]["device_name"] = "NVIDIA H200"
+            h200.append(r)
+    assert len(h200) == 2
+    points = [Point(r) for r in rows]
+    fast = next(r for r in throughput_records(points) if r["method"] == "poetx-fast" and r["model"] == "3b"
+                and r["seq_len"] == 1024 and r["block_size"] == 256)
+    assert fast["relative_to_adamw"] is None
+    assert fast["group_note"].startswith("adamw only on another machine (device NVIDIA H200 vs NVIDIA H100")
+    fast = next(r for r in throughput_records(points, allow_different_devices=True)
+                if r["method"] == "poetx-fast" and r["model"] == "3b" and r["seq_len"] == 1024
+                and r["block_size"] == 256)
+    assert fast["relative_to_adamw"] == pytest.approx(0.75)
+    # a different memory cap is another machine too
+    capped = _rows()
+    for r in capped:
+        if r["config"].get("method") == "adamw":
+            r["config"]["max_memory_gb"] = 40
+    rec = next(r for r in throughput_records([Point(r) for r in capped]) if r["method"] == "poetx-mem"
+               and r["model"] == "3b")
+    assert rec["relative_to_adamw"] is None and "cap 40 GiB" in rec["group_note"]
+    # layer latency: linear/method only against the linear layer on the same GPU model
+    latency_section(points, tmp_path)
+    lat = {r["method"]: r for r in _csv(tmp_path / "tables" / "layer_latency.csv") if r["status"] == "ok"}
+    assert lat["poetx-fast"]["linear_over_method"] == "" and lat["poet"]["linear_over_method"] != ""
+    latency_section(points, tmp_path, allow_different_devices=True)
+    lat = {r["method"]: r for r in _csv(tmp_path / "tables" / "layer_latency.csv") if r["status"] == "ok"}
+    assert lat["poetx-fast"]["linear_over_method"] != ""

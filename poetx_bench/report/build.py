@@ -37,13 +37,18 @@ def _safe(builder, title: str, *args) -> Section:
         return Section(title, [f"Failed to render this section: {tail}"])
 
 
-def build_sections(points: list[Point], out_dir: Path, superseded: int = 0) -> list[Section]:
+def build_sections(points: list[Point], out_dir: Path, superseded: int = 0,
+                   allow_different_devices: bool = False) -> list[Section]:
+    """Every section; ratios between rows (vs AdamW, linear/method) pair only rows from the same device
+    model and memory cap unless allow_different_devices."""
     return [
         _safe(tables.status_section, "Status summary", points, out_dir, superseded),
         _safe(tables.peak_memory_section, "Peak memory (GB)", points, out_dir),
         _safe(fig_memory.memory_breakdown_section, "Memory breakdown", points, out_dir),
-        _safe(fig_latency.latency_section, "Single-layer latency breakdown", points, out_dir),
-        _safe(tables.throughput_section, "Throughput (relative to AdamW)", points, out_dir),
+        _safe(fig_latency.latency_section, "Single-layer latency breakdown", points, out_dir,
+              allow_different_devices),
+        _safe(tables.throughput_section, "Throughput (relative to AdamW)", points, out_dir,
+              allow_different_devices),
         _safe(fig_training.loss_section, "Loss curves", points, out_dir),
         _safe(fig_training.block_sweep_section, "Block-size sweep", points, out_dir),
         _safe(fig_checks.host_device_section, "Host versus device time", points, out_dir),
@@ -52,7 +57,7 @@ def build_sections(points: list[Point], out_dir: Path, superseded: int = 0) -> l
     ]
 
 
-def build_report(paths, out_dir, title: str = DEFAULT_TITLE) -> ReportResult:
+def build_report(paths, out_dir, title: str = DEFAULT_TITLE, allow_different_devices: bool = False) -> ReportResult:
     files = find_result_files(paths)
     raw: list[Point] = []
     for f in files:
@@ -60,7 +65,7 @@ def build_report(paths, out_dir, title: str = DEFAULT_TITLE) -> ReportResult:
     points, superseded = dedupe(raw)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    sections = build_sections(points, out, superseded)
+    sections = build_sections(points, out, superseded, allow_different_devices)
     intro = [
         f"{len(points)} points from {len(files)} file(s): " + ", ".join(f"`{f}`" for f in files) + ".",
         f"Published numbers: {names.PAPER_CITATION}, shown beside measured ones with the ratio "

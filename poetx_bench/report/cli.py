@@ -20,6 +20,8 @@ def add_report_arguments(parser: argparse.ArgumentParser) -> None:
                         help="result files (JSON lines) or directories searched recursively for *.jsonl")
     parser.add_argument("--out", required=True, metavar="DIR", help="output directory (created if needed)")
     parser.add_argument("--title", default=DEFAULT_TITLE, help="report title")
+    parser.add_argument("--allow-different-devices", action="store_true",
+                        help="let ratios pair rows from different device models or memory caps")
 
 
 def add_figures_arguments(parser: argparse.ArgumentParser) -> None:
@@ -27,11 +29,13 @@ def add_figures_arguments(parser: argparse.ArgumentParser) -> None:
                         help="results file or directory searched recursively for *.jsonl (repeatable)")
     parser.add_argument("--out", required=True, metavar="DIR", help="output directory (created if needed)")
     parser.add_argument("--title", default=DEFAULT_TITLE, help="report title")
+    parser.add_argument("--allow-different-devices", action="store_true",
+                        help="let ratios pair rows from different device models or memory caps")
 
 
-def _run(paths, out, title) -> int:
+def _run(paths, out, title, allow_different_devices=False) -> int:
     check_out_folder(out)
-    result = build_report(paths, out, title=title)
+    result = build_report(paths, out, title=title, allow_different_devices=allow_different_devices)
     print(f"wrote {result.markdown} and {result.html} ({len(result.figures)} figures, "
           f"{len(result.points)} points)")
     for fig in result.figures:
@@ -40,8 +44,10 @@ def _run(paths, out, title) -> int:
 
 
 def report_main(args: argparse.Namespace) -> int:
-    return _run(args.results, args.out, getattr(args, "title", DEFAULT_TITLE))
+    return _run(args.results, args.out, getattr(args, "title", DEFAULT_TITLE),
+                getattr(args, "allow_different_devices", False))
 
 
 def figures_main(args: argparse.Namespace) -> int:
-    return _run(args.results, args.out, getattr(args, "title", DEFAULT_TITLE))
+    return _run(args.results, args.out, getattr(args, "title", DEFAULT_TITLE),
+                getattr(args, "allow_different_devices", False))

@@ -14,7 +14,7 @@ import pandas as pd
 from . import names, paper, style
 from .document import MISSING, Section, Table, fmt_num, fmt_ratio, no_data, status_text
 from .rows import Point
-from .tables import _save_table, frame, method_label
+from .tables import _save_table, frame, method_label, same_machine
 
 PHASE_SHORT = {"forward": "fwd", "backward": "bwd"}
 
@@ -39,7 +39,7 @@ def _sorted(points: list[Point]) -> list[Point]:
     return sorted(points, key=lambda p: (names.method_key(p.method), p.block_size or 0))
 
 
-def latency_section(points: list[Point], out_dir: Path) -> Section:
+def latency_section(points: list[Point], out_dir: Path, allow_different_devices: bool = False) -> Section:
     title = "Single-layer latency breakdown"
     layer = [p for p in points if p.kind == "layer"]
     if not layer:
@@ -59,8 +59,7 @@ def latency_section(points: list[Point], out_dir: Path) -> Section:
         seen: set[str] = set()
         for ax, (key, pts) in zip(axes, groups.items()):
             pts = _sorted(pts)
-            linear = [q for q in pts if q.method == "linear" and q.ok and q.metric("fwd_bwd_ms")]
-            linear_ms = linear[-1].metric("fwd_bwd_ms") if linear else None
+            linear_all = [q for q in pts if q.method == "linear" and q.ok and q.metric("fwd_bwd_ms")]
             x, ticks, ticklabels, ymax = 0.0, [], [], 0.0
             pending: list[tuple[float, str]] = []  # failed points, drawn once ymax is known
             for p in pts:
@@ -123,6 +122,8 @@ def latency_section(points: list[Point], out_dir: Path) -> Section:
                     paper_total = paper_totals.get(p.method)
                 x += 0.4
                 measured = p.metric("fwd_bwd_ms") if p.ok else None
+                linear = same_machine(p, linear_all, allow_different_devices)[0]  # never across GPU models
+                linear_ms = linear[-1].metric("fwd_bwd_ms") if linear else None
                 table.append({
                     "group": _group_title(key), "method": p.method, "block_size": p.block_size, "status": p.status,
                     "fwd_bwd_ms": measured, "fwd_bwd_ms_iqr": p.metric("fwd_bwd_ms_iqr") if p.ok else None,

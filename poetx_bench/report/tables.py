@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from .. import machines
 from . import names, paper
 from .document import (
     MISSING,
@@ -139,24 +140,39 @@ def peak_memory_section(points: list[Point], out_dir: Path) -> Section:
 GROUP = ("model", "seq_len", "batch_size", "device", "dtype")
 
 
-def throughput_records(points: list[Point]) -> list[dict]:
+def same_machine(p: Point, refs: list[Point], allow_different_devices: bool = False) -> tuple[list[Point], str]:
+    """The reference rows (e.g. the group's adamw) that may be paired with p: those on the same device model
+    under the same memory cap (poetx_bench.machines), or all of them when allowed; and a note when some
+    exist but none is on p's machine."""
+    if allow_different_devices:
+        return refs, ""
+    ok = [r for r in refs if machines.mismatch(r, p) is None]
+    if refs and not ok:
+        return [], f"only on another machine ({machines.mismatch(p, refs[-1])})"
+    return ok, ""
+
+
+def throughput_records(points: list[Point], allow_different_devices: bool = False) -> list[dict]:
     records = []
     train = _sort_points(_train(points))
     groups: dict[tuple, list[Point]] = {}
     for p in train:
         groups.setdefault(tuple(p.cfg(c) for c in GROUP), []).append(p)
     for key, members in groups.items():
-        base = [p for p in members if p.method == "adamw"]
-        base_tps = base[-1].metric("tokens_per_s") if base and base[-1].ok else None
-        if not base:
-            note = "no adamw in group"
-        elif base_tps is None:
-            note = f"adamw {status_text(base[-1].status)}" if not base[-1].ok else "adamw has no tokens/s"
-        else:
-            note = ""
+        adamw = [p for p in members if p.method == "adamw"]
         model, seq_len = key[0], key[1]
         paper_base = paper.throughput_cell("adamw", model, seq_len, None)
         for p in members:
+            base, other = same_machine(p, adamw, allow_different_devices)
+            base_tps = base[-1].metric("tokens_per_s") if base and base[-1].ok else None
+            if other:
+                note = f"adamw {other}"
+            elif not base:
+                note = "no adamw in group"
+            elif base_tps is None:
+                note = f"adamw {status_text(base[-1].status)}" if not base[-1].ok else "adamw has no tokens/s"
+            else:
+                note = ""
             tps = p.metric("tokens_per_s") if p.ok else None
             cell = paper.throughput_cell(p.method, model, seq_len, p.block_size) if paper_comparable(p) else None
             paper_rel = None
@@ -179,9 +195,9 @@ def throughput_records(points: list[Point]) -> list[dict]:
     return records
 
 
-def throughput_section(points: list[Point], out_dir: Path) -> Section:
+def throughput_section(points: list[Point], out_dir: Path, allow_different_devices: bool = False) -> Section:
     title = "Throughput (relative to AdamW)"
-    records = throughput_records(points)
+    records = throughput_records(points, allow_different_devices)
     if not records:
         return no_data(title, "no training points.")
     csv = _save_table(frame(records), out_dir, "throughput")
@@ -212,7 +228,8 @@ def throughput_section(points: list[Point], out_dir: Path) -> Section:
         })
     sec = Section(title)
     sec.add("Median training throughput (tokens/s over timed steps); 'vs adamw' divides by the `adamw` "
-            "point of the same model / sequence length / batch / device / dtype group. Paper values are "
+            "point of the same model / sequence length / batch / device / dtype group that ran on the same "
+            "device model under the same memory cap (`report --allow-different-devices` lifts that). Paper values are "
             f"{names.PAPER_CITATION}, one H100 (its 64-GPU numbers are in the CSV data, not compared).")
     sec.add(Table(pd.DataFrame(shown), csv=csv))
     return sec

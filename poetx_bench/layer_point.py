@@ -15,7 +15,7 @@ import time
 import torch
 from torch import nn
 
-from .backends import make_poetx_layer
+from .backends import make_poetx_layer, run_facts
 from .flops import layer_fwd_bwd_flops
 from .measure import bf16_peak_flops, summarize
 from .reference.poet import POETLinear
@@ -208,10 +208,7 @@ def run_layer_point(cfg: dict) -> dict:
         "trainable_params": sum(p.numel() for p in layer.parameters() if p.requires_grad),
         "total_params": sum(p.numel() for p in layer.parameters()),
     }
-    if cfg.get("backend") == "official":
-        from .backends import official
-
-        metrics["backend_version"] = official.version()
+    metrics.update(run_facts(cfg))
     if device.type == "cuda":
         from .env import static_env
 

@@ -13,7 +13,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .backends import POETX_METHODS, poetx_layer_class
+from .backends import POETX_METHODS, poetx_layer_class, run_facts
 from .capture import CudaGraphStep, make_capturable
 from .flops import train_step_flops
 from .measure import (
@@ -273,10 +273,7 @@ def run_train_point(cfg: dict, on_progress=None) -> tuple[dict, Trainer]:
         "merges": trainer.hook.merges,
         "data": trainer.data.describe(),
     }
-    if cfg.get("backend") == "official" and cfg["method"] in POETX_METHODS:
-        from .backends import official
-
-        metrics["backend_version"] = official.version()
+    metrics.update(run_facts(cfg))
     if cuda:
         metrics["phase_peaks_bytes"] = phases
         metrics["gpu_state_before"] = state_before

@@ -97,3 +97,20 @@ def skip_reason(method: str, backend: str | None, device: str) -> str | None:
     if method not in POETX_METHODS or not backend:
         return None
     return check_backend(backend).unavailable(device)
+
+
+def run_facts(cfg: dict) -> dict:
+    """What a row records about the implementation that ran: the official code's version, or the block
+    implementation that `block_impl = "auto"` resolved to (its meaning can change between commits)."""
+    method, backend = cfg.get("method"), cfg.get("backend")
+    if method not in POETX_METHODS:
+        return {}
+    if backend == "official":
+        from .official import version
+
+        return {"backend_version": version()}
+    if backend == "triton":
+        from ..kernels import resolve_block_impl
+
+        return {"block_impl_resolved": resolve_block_impl(cfg.get("block_impl", "auto"))}
+    return {}

@@ -1,0 +1,56 @@
+"""The dependency direction, read from the source (AST), lazy imports inside functions included:
+reference/ (maths and models) imports nothing of the harness or the kernels; kernels/ may import the
+reference but not the harness. Importing modules at run time could not see function-level imports."""
+
+from __future__ import annotations
+
+import ast
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+HARNESS_PREFIX = "poetx_bench."
+
+
+def _imports(path: Path, package: str) -> list[tuple[int, str]]:
+    """(line, absolute module name) of every import in the file, relative ones resolved."""
+    tree = ast.parse(path.read_text(), str(path))
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out += [(node.lineno, a.name) for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                name = ".".join(base + ([node.module] if node.module else []))
+            else:
+                name = node.module or ""
+            out.append((node.lineno, name))
+    return out
+
+
+def _violations(folder: str, package: str, allowed: tuple[str, ...]) -> list[str]:
+    bad = []
+    for path in sorted((ROOT / folder).rglob("*.py")):
+        for line, name in _imports(path, package):
+            if name.startswith(HARNESS_PREFIX) and not name.startswith(allowed):
+                bad.append(f"{path.relative_to(ROOT)}:{line} imports {name}")
+    return bad
+
+
+def test_reference_imports_neither_kernels_nor_harness():
+    assert _violations("reference", "poetx_bench.reference", ("poetx_bench.reference",)) == []
+
+
+def test_kernels_import_only_the_reference():
+    assert _violations("kernels", "poetx_bench.kernels", ("poetx_bench.kernels", "poetx_bench.reference")) == []
+
+
+def test_checker_sees_lazy_imports(tmp_path, monkeypatch):
+    """The check must be able to fail: a function-level import of the harness is found."""
+    pkg = tmp_path / "reference"
+    pkg.mkdir()
+    (pkg / "bad.py").write_text("def f():\n    from poetx_bench.kernels import x\n    from ..runner import y\n")
+    monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
+    found = _violations("reference", "poetx_bench.reference", ("poetx_bench.reference",))
+    assert len(found) == 2, found

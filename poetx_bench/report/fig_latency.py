@@ -125,7 +125,8 @@ def latency_section(points: list[Point], out_dir: Path, allow_different_devices:
                 linear = same_machine(p, linear_all, allow_different_devices)[0]  # never across GPU models
                 linear_ms = linear[-1].metric("fwd_bwd_ms") if linear else None
                 table.append({
-                    "group": _group_title(key), "method": p.method, "block_size": p.block_size, "status": p.status,
+                    "group": _group_title(key), "method": p.method, "variant": method_label(p),
+                    "block_size": p.block_size, "status": p.status,
                     "fwd_bwd_ms": measured, "fwd_bwd_ms_iqr": p.metric("fwd_bwd_ms_iqr") if p.ok else None,
                     "breakdown_sum_ms": sum(sum(v.values()) for v in brk.values()) if (p.ok and brk) else None,
                     "linear_over_method": paper.ratio(linear_ms, measured),
@@ -146,7 +147,7 @@ def latency_section(points: list[Point], out_dir: Path, allow_different_devices:
                    "set only beside bf16 CUDA points).")
         figure = style.save(fig, frame(data), out_dir, "layer_latency", caption)
     shown = pd.DataFrame([{
-        "layer": t["group"], "method": t["method"] if t["block_size"] is None else f"{t['method']} b{t['block_size']}",
+        "layer": t["group"], "method": t["variant"],
         "fwd+bwd ms": fmt_num(t["fwd_bwd_ms"], 3) if t["status"] == "ok" else status_text(t["status"]),
         "IQR": fmt_num(t["fwd_bwd_ms_iqr"], 3),
         "sum of breakdown": fmt_num(t["breakdown_sum_ms"], 3),

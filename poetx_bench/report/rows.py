@@ -94,11 +94,24 @@ class Point:
     def batch_size(self) -> int | None:
         return _int(self.cfg("batch_size"))
 
+    @property
+    def tags(self) -> list[str]:
+        """What runs beside the method, where it is not the default: the POET-X backend (and a
+        non-default block implementation), a whole-step capture mode."""
+        out = []
+        if str(self.method).startswith("poetx") and self.cfg("backend"):
+            impl = self.cfg("block_impl")
+            out.append(str(self.cfg("backend")) + (f"/{impl}" if impl not in (None, "auto") else ""))
+        if self.cfg("compile") not in (None, "none"):
+            out.append(str(self.cfg("compile")))
+        return out
+
     def label(self, with_model: bool = True) -> str:
         """Short human label, e.g. 'poetx-fast b256 8b L1024 bs1'."""
         parts = [self.method]
         if self.block_size is not None:
             parts.append(f"b{self.block_size}")
+        parts += self.tags
         if self.kind == "layer":
             shape = f"{self.cfg('in_features', '?')}->{self.cfg('out_features', '?')}"
             parts += [shape, f"T{self.cfg('tokens', '?')}"]

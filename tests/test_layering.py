@@ -54,3 +54,20 @@ def test_checker_sees_lazy_imports(tmp_path, monkeypatch):
     monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
     found = _violations("reference", "poetx_bench.reference", ("poetx_bench.reference",))
     assert len(found) == 2, found
+
+
+def test_added_config_keys_keep_old_point_ids():
+    """compile / block_impl at their defaults stay out of the point id: the smoke suite still has the ids of
+    the committed CPU baseline (recorded before those keys existed), so --resume and the gate match old rows;
+    a non-default value does change the id."""
+    import json
+
+    from poetx_bench.suite import load_suite, point_id
+
+    suite = load_suite("smoke", "cpu")
+    baseline = ROOT / "reports" / "baselines" / "cpu-smoke.jsonl"
+    old_ids = {json.loads(line)["point_id"] for line in baseline.read_text().splitlines() if line.strip()}
+    assert {p["point_id"] for p in suite.points} == old_ids
+    cfg = suite.points[0]["config"]
+    assert cfg["compile"] == "none" and cfg["block_impl"] == "auto"
+    assert point_id({**cfg, "compile": "cudagraph"}) != point_id(cfg)

@@ -15,3 +15,15 @@ def rows_are_strict_json(tmp_path_factory):
     yield
     checked, failures = strict_rows(tmp_path_factory.getbasetemp())
     assert not failures, f"{len(failures)} of {checked} rows are not strict JSON:\n" + "\n".join(failures[:20])
+
+
+@pytest.fixture
+def triton_interpret(monkeypatch):
+    """TRITON_INTERPRET=1 for one test (restored by monkeypatch), and exact ("ieee") fp32 dots on a GPU."""
+    import torch
+
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    old = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    yield
+    torch.backends.cuda.matmul.allow_tf32 = old

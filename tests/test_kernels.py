@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from devices import DEVICES
 
 from poetx_bench import kernels as K  # importing the package does not import triton
 from poetx_bench.kernels.block_perm import apply_config, block_perm_apply_full_, grad_config
@@ -20,22 +21,12 @@ from poetx_bench.reference.cayley import cayley_neumann, num_skew_params, skew_f
 from poetx_bench.reference.poetx import POETXLinear
 
 pytest.importorskip("triton")
+pytestmark = pytest.mark.usefixtures("triton_interpret")
 
 CUDA = torch.device("cuda")
-DEVICES = [pytest.param("cpu", id="cpu"),
-           pytest.param("cuda", id="cuda", marks=[pytest.mark.gpu,
-                                                   pytest.mark.skipif(not torch.cuda.is_available(),
-                                                                      reason="no CUDA")])]
 
 
-@pytest.fixture(autouse=True)
-def _interpret(monkeypatch):
-    """TRITON_INTERPRET=1 for this test only (restored afterwards by monkeypatch)."""
-    monkeypatch.setenv("TRITON_INTERPRET", "1")
-    old = torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = False  # fp32 checks use exact ("ieee") dots on GPU
-    yield
-    torch.backends.cuda.matmul.allow_tf32 = old
+
 
 
 def _gen(seed: int) -> torch.Generator:

@@ -7,21 +7,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from devices import DEVICES
 
 from poetx_bench.kernels import rows as R
 from poetx_bench.reference.cayley import cayley_neumann, num_skew_params, skew_from_packed
 
 pytest.importorskip("triton")
-
-DEVICES = [pytest.param("cpu", id="cpu"),
-           pytest.param("cuda", id="cuda", marks=[pytest.mark.gpu,
-                                                   pytest.mark.skipif(not torch.cuda.is_available(),
-                                                                      reason="no CUDA")])]
-
-
-@pytest.fixture(autouse=True)
-def _interpret(monkeypatch):
-    monkeypatch.setenv("TRITON_INTERPRET", "1")
+pytestmark = pytest.mark.usefixtures("triton_interpret")
 
 
 def _gen(seed):
@@ -118,3 +110,10 @@ def test_cayley_horner_bf16_tolerance():
     (got.float() * gbar.float()).sum().backward()
     assert _rel(got, ref) < 1e-2
     assert _rel(p.grad, packed64.grad) < 3e-2
+
+
+def test_kernels_really_run_in_the_interpreter():
+    """The module's fixture sets TRITON_INTERPRET=1: the kernels, not the torch fallbacks, are under test."""
+    from poetx_bench.kernels import use_kernels
+
+    assert use_kernels(torch.zeros(1))

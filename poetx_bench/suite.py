@@ -7,6 +7,7 @@ forward+backward latency). Any bad key or value is a UserError naming the file, 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import itertools
 import json
 import re
@@ -21,7 +22,9 @@ from .errors import UserError
 from .reference.methods import METHODS
 from .reference.models import MODEL_CONFIGS
 
-SUITES_DIR = Path(__file__).resolve().parent.parent / "suites"
+# the suites ship as package data of poetx_bench.suites (the repo's suites/ folder in a checkout or an
+# editable install, site-packages otherwise)
+SUITES_DIR = Path(importlib.util.find_spec("poetx_bench.suites").origin).parent
 LAYER_METHODS = ("linear", "poet", "poetx-fast", "poetx-mem")
 DTYPES = ("auto", "float32", "bfloat16", "float16", "float64")
 BLOCK_IMPL_CHOICES = ("auto", "rows", "fused", "torch")  # kernels.BLOCK_IMPLS (no triton import here)

@@ -71,3 +71,14 @@ def test_added_config_keys_keep_old_point_ids():
     cfg = suite.points[0]["config"]
     assert cfg["compile"] == "none" and cfg["block_impl"] == "auto"
     assert point_id({**cfg, "compile": "cudagraph"}) != point_id(cfg)
+
+
+def test_suites_found_through_the_package():
+    """Suites are package data of poetx_bench.suites, so a non-editable install finds them too (the old
+    path relative to suite.py pointed outside site-packages)."""
+    import importlib.util
+
+    from poetx_bench.suite import SUITES_DIR, list_suites
+
+    assert SUITES_DIR == Path(importlib.util.find_spec("poetx_bench.suites").origin).parent
+    assert "smoke" in {name for name, _ in list_suites()}

@@ -302,6 +302,8 @@ def rows_kernels(rec, device, dtype, tokens, dims, blocks, timer, peaks, terms=3
     import torch
 
     from poetx_bench.kernels import rows as R
+    from poetx_bench.kernels.autograd import Side
+    from poetx_bench.reference.blocks import BlockLayout
 
     elt = torch.empty((), dtype=dtype).element_size()
     for dim in dims:
@@ -316,8 +318,7 @@ def rows_kernels(rec, device, dtype, tokens, dims, blocks, timer, peaks, terms=3
                  ("torch_index_select_cols", partial(x.index_select, 1, perm), 0, move)]
         for b in blocks:
             n = dim // b
-            side = R.RowSide(type("L", (), {"b": b, "n_full": n, "tail": 0, "covered": n * b, "dim": dim})(),
-                             perm, inv)
+            side = Side(BlockLayout(dim, b), perm, inv)
             gblk = torch.randn(n, b, b, generator=g).to(device, dtype) / b ** 0.5
             packed = (torch.randn(n, b * (b - 1) // 2, generator=g) * 1e-2).to(device, dtype)
             gg = torch.randn(n, b, b, generator=g).to(device, dtype)
@@ -328,9 +329,7 @@ def rows_kernels(rec, device, dtype, tokens, dims, blocks, timer, peaks, terms=3
                 (f"rows_grad_b{b}", partial(R.rows_grad, xt, xt, side, True, False), blk_flop, blk_bytes),
                 (f"cayley_fwd_b{b}", lambda packed=packed, b=b: R.horner_blocks(R.skew_unpack(packed, b), terms),
                  terms * cay_flop, n * b * b * elt * 2),
-                (f"cayley_bwd_b{b}",
-                 lambda packed=packed, gg=gg, b=b: R.CayleyHornerFunction.backward(
-                     type("C", (), {"saved_tensors": (packed,), "b": b, "terms": terms})(), gg),
+                (f"cayley_bwd_b{b}", partial(R.cayley_horner_backward, packed, gg, b, terms),
                  (3 * terms + 1) * cay_flop, n * b * b * elt * 3)]
         for name, fn, flop, nbytes in cases:
             base = {"section": "rows", "name": name, "dim": dim, "tokens": tokens,

@@ -21,12 +21,15 @@ import functools
 import torch
 import torch.nn.functional as F
 
+from poetx_bench.reference.cayley import orthogonal_blocks
+
 from .block_perm import block_perm_apply_full_, block_perm_grad
 from .cayley import CayleyNeumannFunction
 
 
-class _Side:
-    """Static description of one side: layout numbers and its permutation (long, on device)."""
+class Side:
+    """Static description of one side of a layer: layout numbers and its permutation pair (long, on device),
+    plus an identity index (the first design's "no permutation" end). Shared by both designs."""
 
     __slots__ = ("b", "n_full", "tail", "covered", "dim", "perm", "inv", "ident")
 
@@ -43,7 +46,7 @@ def _identity(n: int, device: torch.device) -> torch.Tensor:
     return torch.arange(n, device=device)
 
 
-def _blocks_torch(u, g_full, g_tail, side: _Side, transpose: bool) -> torch.Tensor:
+def _blocks_torch(u, g_full, g_tail, side: Side, transpose: bool) -> torch.Tensor:
     """Block products of already-gathered columns u (full blocks, tail, pass-through)."""
     nb = side.n_full * side.b
     v = torch.empty_like(u)
@@ -57,7 +60,7 @@ def _blocks_torch(u, g_full, g_tail, side: _Side, transpose: bool) -> torch.Tens
     return v
 
 
-def side_apply(x2: torch.Tensor, g_full: torch.Tensor, g_tail: torch.Tensor | None, side: _Side,
+def side_apply(x2: torch.Tensor, g_full: torch.Tensor, g_tail: torch.Tensor | None, side: Side,
                transpose: bool, gather: bool, impl: str = "fused") -> torch.Tensor:
     """Block products of one side, with the permutation on the load (gather=True: out = blocks(x2[:, perm]))
     or on the store (gather=False: out[:, perm] = blocks(x2)). transpose selects u G^T or u G.
@@ -82,7 +85,7 @@ def side_apply(x2: torch.Tensor, g_full: torch.Tensor, g_tail: torch.Tensor | No
     return out
 
 
-def side_grads(gout: torch.Tensor, inp: torch.Tensor, side: _Side, gout_perm, inp_perm,
+def side_grads(gout: torch.Tensor, inp: torch.Tensor, side: Side, gout_perm, inp_perm,
                need_full: bool, need_tail: bool, impl: str = "fused"):
     """(grad_G_full fp32, grad_G_tail) of out_k = inp_k G_k^T given d out = gout, where the block columns
     of gout and inp are read through gout_perm / inp_perm (None: identity)."""
@@ -153,16 +156,12 @@ def _full_blocks(packed_full: torch.Tensor, b: int, layer) -> torch.Tensor:
     """fp32 (n_full, b, b) orthogonal blocks of one side, differentiable in the packed parameters."""
     if layer.cayley == "neumann":
         return CayleyNeumannFunction.apply(packed_full, b, int(layer.neumann_terms))
-    from poetx_bench.reference.cayley import orthogonal_blocks
-
     return orthogonal_blocks(packed_full.float(), b, layer.cayley, layer.neumann_terms)
 
 
 def _tail_block(packed_tail, r: int, layer):
     if packed_tail is None:
         return None
-    from poetx_bench.reference.cayley import orthogonal_blocks
-
     return orthogonal_blocks(packed_tail, r, layer.cayley, layer.neumann_terms)
 
 
@@ -176,7 +175,7 @@ def poetx_fused_forward(layer, x: torch.Tensor, impl: str = "fused") -> torch.Te
     go = _full_blocks(full_out, lay_out.b, layer)
     gi_t = _tail_block(tail_in, lay_in.tail, layer)
     go_t = _tail_block(tail_out, lay_out.tail, layer)
-    sides = (_Side(lay_in, layer.perm_in, layer.inv_perm_in), _Side(lay_out, layer.perm_out, layer.inv_perm_out))
+    sides = (Side(lay_in, layer.perm_in, layer.inv_perm_in), Side(lay_out, layer.perm_out, layer.inv_perm_out))
     lead = x.shape[:-1]
     x2 = x.reshape(-1, x.shape[-1])
     y2 = POETXTritonFunction.apply(x2, gi, gi_t, go, go_t, layer.weight, sides, layer.mode, impl)

@@ -27,7 +27,10 @@ import functools
 
 import torch
 
+from poetx_bench.reference.cayley import RecomputedOrthogonalBlocks
+
 from ._loader import is_interpreted, kernels_for, use_kernels
+from .autograd import Side
 
 PERM_TILE = {"BT": 64, "BD": 64, "num_warps": 4}
 
@@ -45,10 +48,7 @@ def to_rows(x2: torch.Tensor, inv: torch.Tensor, perm: torch.Tensor) -> torch.Te
     if not use_kernels(x2) or x2.stride(1) != 1:
         return x2.t().index_select(0, perm)
     out = torch.empty(D, T, dtype=x2.dtype, device=x2.device)
-    cfg = _perm_cfg(x2.device)
-    grid = (_cdiv(T, cfg["BT"]), _cdiv(D, cfg["BD"]))
-    kernels_for(x2.device).perm_to_rows_kernel[grid](x2, inv, out, T, D, x2.stride(0), BT=cfg["BT"],
-                                                      BD=cfg["BD"], num_warps=cfg["num_warps"])
+    _launch_perm("perm_to_rows_kernel", x2, inv, out, T, D, x2.stride(0))
     return out
 
 
@@ -59,15 +59,16 @@ def from_rows(src: torch.Tensor, inv: torch.Tensor) -> torch.Tensor:
         return src.index_select(0, inv).t().contiguous()
     src = src.contiguous()
     y = torch.empty(T, D, dtype=src.dtype, device=src.device)
-    cfg = _perm_cfg(src.device)
-    grid = (_cdiv(T, cfg["BT"]), _cdiv(D, cfg["BD"]))
-    kernels_for(src.device).perm_from_rows_kernel[grid](src, inv, y, T, D, y.stride(0), BT=cfg["BT"],
-                                                         BD=cfg["BD"], num_warps=cfg["num_warps"])
+    _launch_perm("perm_from_rows_kernel", src, inv, y, T, D, y.stride(0))
     return y
 
 
-def _perm_cfg(device) -> dict:
-    return {"BT": 32, "BD": 32, "num_warps": 1} if is_interpreted(device) else PERM_TILE
+def _launch_perm(name: str, src, inv, dst, T: int, D: int, row_stride: int) -> None:
+    """One permutation kernel over a (T-tile, D-tile) grid; row_stride is that of the (T, D) operand."""
+    cfg = {"BT": 32, "BD": 32, "num_warps": 1} if is_interpreted(src.device) else PERM_TILE
+    grid = (_cdiv(T, cfg["BT"]), _cdiv(D, cfg["BD"]))
+    getattr(kernels_for(src.device), name)[grid](src, inv, dst, T, D, row_stride, BT=cfg["BT"], BD=cfg["BD"],
+                                                 num_warps=cfg["num_warps"])
 
 
 # --- Cayley-Neumann through batched matrix products ---------------------------------------------------
@@ -147,25 +148,29 @@ class CayleyHornerFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_g):
         (packed,) = ctx.saved_tensors
-        b, t = ctx.b, ctx.terms
-        q = skew_unpack(packed, b)
-        n = q.shape[0]
-        xt = torch.empty(n, t + 1, b, b, dtype=q.dtype, device=q.device)  # slot k: Pbar_k^T
-        vt = torch.empty(n, t + 1, b, b, dtype=q.dtype, device=q.device)  # slot k: P_(k+1)^T
-        xt[:, 0] = grad_g.transpose(-1, -2)
-        for k in range(t):
-            torch.bmm(xt[:, k], q, out=xt[:, k + 1])
-        vt[:, t] = 0
-        _add_diag_(vt[:, t], 1.0)
-        if t:
-            torch.neg(q, out=vt[:, t - 1])
-            _add_diag_(vt[:, t - 1], 2.0)
-            for k in range(t - 1, 0, -1):
-                torch.bmm(vt[:, k], q, out=vt[:, k - 1])
-                vt[:, k - 1].neg_()
-                _add_diag_(vt[:, k - 1], 2.0)
-        dq = torch.bmm(xt.view(n, (t + 1) * b, b).transpose(1, 2), vt.view(n, (t + 1) * b, b))
-        return skew_pack_grad(dq), None, None
+        return cayley_horner_backward(packed, grad_g, ctx.b, ctx.terms), None, None
+
+
+def cayley_horner_backward(packed: torch.Tensor, grad_g: torch.Tensor, b: int, t: int) -> torch.Tensor:
+    """Gradient of the packed parameters given dL/dG (CayleyHornerFunction's docstring has the algebra)."""
+    q = skew_unpack(packed, b)
+    n = q.shape[0]
+    xt = torch.empty(n, t + 1, b, b, dtype=q.dtype, device=q.device)  # slot k: Pbar_k^T
+    vt = torch.empty(n, t + 1, b, b, dtype=q.dtype, device=q.device)  # slot k: P_(k+1)^T
+    xt[:, 0] = grad_g.transpose(-1, -2)
+    for k in range(t):
+        torch.bmm(xt[:, k], q, out=xt[:, k + 1])
+    vt[:, t] = 0
+    _add_diag_(vt[:, t], 1.0)
+    if t:
+        torch.neg(q, out=vt[:, t - 1])
+        _add_diag_(vt[:, t - 1], 2.0)
+        for k in range(t - 1, 0, -1):
+            torch.bmm(vt[:, k], q, out=vt[:, k - 1])
+            vt[:, k - 1].neg_()
+            _add_diag_(vt[:, k - 1], 2.0)
+    dq = torch.bmm(xt.view(n, (t + 1) * b, b).transpose(1, 2), vt.view(n, (t + 1) * b, b))
+    return skew_pack_grad(dq)
 
 
 def cayley_horner(packed: torch.Tensor, b: int, terms: int) -> torch.Tensor:
@@ -175,18 +180,7 @@ def cayley_horner(packed: torch.Tensor, b: int, terms: int) -> torch.Tensor:
 # --- block products in the row domain ---------------------------------------------------------------
 
 
-class RowSide:
-    """One side of a layer: layout numbers and its permutation pair (long, on device)."""
-
-    __slots__ = ("b", "n_full", "tail", "covered", "dim", "perm", "inv")
-
-    def __init__(self, layout, perm, inv):
-        self.b, self.n_full, self.tail = layout.b, layout.n_full, layout.tail
-        self.covered, self.dim = layout.covered, layout.dim
-        self.perm, self.inv = perm, inv
-
-
-def rows_apply(u: torch.Tensor, g_full, g_tail, side: RowSide, transpose: bool) -> torch.Tensor:
+def rows_apply(u: torch.Tensor, g_full, g_tail, side: Side, transpose: bool) -> torch.Tensor:
     """out_k = G_k u_k (transpose=False) or G_k^T u_k on the (b, T) row blocks of u (D, T)."""
     nb = side.n_full * side.b
     T = u.shape[1]
@@ -204,7 +198,7 @@ def rows_apply(u: torch.Tensor, g_full, g_tail, side: RowSide, transpose: bool) 
     return out
 
 
-def rows_grad(gout: torch.Tensor, inp: torch.Tensor, side: RowSide, need_full: bool, need_tail: bool):
+def rows_grad(gout: torch.Tensor, inp: torch.Tensor, side: Side, need_full: bool, need_tail: bool):
     """Gradients of G for out_k = G_k inp_k: sum over tokens of gout_k inp_k^T (bmm with K = T)."""
     nb = side.n_full * side.b
     T = gout.shape[1]
@@ -266,8 +260,6 @@ def layer_blocks(layer):
     Full blocks of both sides go through one batched Cayley when their sizes match (the usual case).
     Tails (a smaller last block) use the reference's recomputed Cayley: few columns, any size.
     """
-    from poetx_bench.reference.cayley import RecomputedOrthogonalBlocks
-
     lay_in, lay_out = layer.layout_in, layer.layout_out
     full_in, tail_in = lay_in.split_params(layer.skew_in)
     full_out, tail_out = lay_out.split_params(layer.skew_out)
@@ -295,8 +287,8 @@ def layer_blocks(layer):
 def poetx_rows_forward(layer, x: torch.Tensor) -> torch.Tensor:
     """The POET-X layer output without bias, in the row domain (any device; kernels where usable)."""
     gi, gi_t, go, go_t = layer_blocks(layer)
-    sides = (RowSide(layer.layout_in, layer.perm_in, layer.inv_perm_in),
-             RowSide(layer.layout_out, layer.perm_out, layer.inv_perm_out))
+    sides = (Side(layer.layout_in, layer.perm_in, layer.inv_perm_in),
+             Side(layer.layout_out, layer.perm_out, layer.inv_perm_out))
     lead = x.shape[:-1]
     x2 = x.reshape(-1, x.shape[-1])
     y2 = POETXRowsFunction.apply(x2, gi, gi_t, go, go_t, layer.weight, sides, layer.mode)

@@ -35,6 +35,28 @@ def make_capturable(optimizer: torch.optim.Optimizer) -> None:
         group["capturable"] = True
 
 
+def _warm_on_side_stream(fn: Callable[[], object], times: int):
+    """Eager calls on a side stream before a capture, as torch.cuda.graphs requires; returns the last result."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    out = None
+    with torch.cuda.stream(side):
+        for _ in range(times):
+            out = fn()
+    torch.cuda.current_stream().wait_stream(side)
+    return out
+
+
+def graph_callable(fn: Callable[[], object], warmup: int = 2) -> Callable[[], None]:
+    """fn (e.g. a layer's forward+backward that leaves gradients unset) captured once as a CUDA graph;
+    returns its replay: the timed work is then the GPU work alone, without host launch overhead."""
+    _warm_on_side_stream(fn, warmup)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fn()
+    return graph.replay
+
+
 class CudaGraphStep:
     """Runs `body(tokens) -> loss` (forward, backward, optimizer.step; no zero_grad) as a CUDA graph.
 
@@ -59,13 +81,12 @@ class CudaGraphStep:
     def __call__(self, tokens: torch.Tensor) -> torch.Tensor:
         self.calls += 1
         if self.graph is None and self.calls <= self.warmup:
-            side = torch.cuda.Stream()
-            side.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(side):
+            def eager():
                 loss = self.body(tokens)
                 self.optimizer.zero_grad(set_to_none=True)
-            torch.cuda.current_stream().wait_stream(side)
-            return loss.detach()
+                return loss
+
+            return _warm_on_side_stream(eager, 1).detach()
         if self.graph is None:
             self.static_tokens = tokens.clone()
             self.optimizer.zero_grad(set_to_none=True)

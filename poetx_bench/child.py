@@ -44,11 +44,12 @@ def _peak_reached(device: str) -> int | None:
 
 def skip_reason(cfg: dict) -> str | None:
     """Points that cannot measure what they name are skipped, not silently run as something else."""
+    from .backends import POETX_METHODS
     from .backends import skip_reason as backend_skip
     from .capture import unavailable
 
-    backend = cfg.get("backend") if cfg["method"] in ("poetx-fast", "poetx-mem") else None
-    return (backend_skip(cfg["method"], cfg.get("backend"), cfg["device"])
+    backend = cfg.get("backend") if cfg["method"] in POETX_METHODS else None
+    return (backend_skip(cfg["method"], backend, cfg["device"])
             or unavailable(cfg.get("compile", "none"), cfg["device"], backend))
 
 

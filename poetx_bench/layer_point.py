@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from .backends import make_poetx_layer, run_facts
+from .capture import graph_callable
 from .flops import layer_fwd_bwd_flops
 from .measure import bf16_peak_flops, summarize
 from .reference.poet import POETLinear
@@ -127,22 +128,6 @@ def _time_cpu(fn, warmup: int, repeats: int) -> list[float]:
     return samples
 
 
-def _graphed(fn):
-    """fn (forward+backward, gradients unset at the end) captured once as a CUDA graph; returns replay.
-    Two eager calls on a side stream first, as torch.cuda.graphs requires; the timed work is then the
-    GPU work alone, without the host's launch overhead (compile = "cudagraph")."""
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        for _ in range(2):
-            fn()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        fn()
-    return graph.replay
-
-
 def run_layer_point(cfg: dict) -> dict:
     device = torch.device(cfg["device"])
     dtype = DTYPES[cfg["dtype"]]
@@ -169,7 +154,7 @@ def run_layer_point(cfg: dict) -> dict:
     if mode == "compile":
         layer = torch.compile(layer)
     elif mode == "cudagraph":
-        fwd_bwd = _graphed(fwd_bwd)
+        fwd_bwd = graph_callable(fwd_bwd)
 
     repeats, warmup = cfg.get("repeats", 50), cfg.get("warmup_steps", 10)
     if device.type == "cuda":

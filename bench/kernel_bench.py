@@ -101,10 +101,20 @@ def _guard(rec: Recorder, base: dict, fn):
                         "traceback": traceback.format_exc(limit=6)})
 
 
-def make_timer(device, reps_ms: int, warmup_ms: int):
-    """(fn, grad_to_none) -> (q25, median, q75) in ms: do_bench on CUDA, a wall clock on CPU."""
+def make_timer(device, reps_ms: int, warmup_ms: int, graph: bool = False):
+    """(fn, grad_to_none) -> (q25, median, q75) in ms: do_bench on CUDA, a wall clock on CPU.
+
+    graph=True: triton.testing.do_bench_cudagraph, which replays fn captured in a CUDA graph, so a chain of
+    small kernels is timed at its device time instead of its launch (host) time."""
     import torch
 
+    if device.type == "cuda" and graph:
+        from triton.testing import do_bench_cudagraph
+
+        def graph_timer(fn, grad_to_none=None):
+            q = do_bench_cudagraph(fn, rep=reps_ms, grad_to_none=grad_to_none, quantiles=[0.25, 0.5, 0.75])
+            return float(q[0]), float(q[1]), float(q[2])
+        return graph_timer
     if device.type == "cuda":
         from triton.testing import do_bench
 
@@ -577,6 +587,8 @@ def main(argv=None) -> int:
     ap.add_argument("--sections", default="correctness,layer,rows,kernel",
                     help="comma list of correctness,layer,rows,kernel,sweep")
     ap.add_argument("--sweep", action="store_true", help="add the tile-config sweep section")
+    ap.add_argument("--graph", action="store_true",
+                    help="time each case replayed as a CUDA graph (device time of kernel chains; rows say timer)")
     ap.add_argument("--cpu-smoke", action="store_true",
                     help="no GPU: tiny shapes on CPU under the Triton interpreter (checks the script runs)")
     args = ap.parse_args(argv)
@@ -611,7 +623,9 @@ def main(argv=None) -> int:
         triton_version = triton.__version__
     except Exception:  # noqa: BLE001
         triton_version = None
-    common = {"run_id": time.strftime("%Y%m%dT%H%M%S"), "device": dev_name}
+    common = {"run_id": time.strftime("%Y%m%dT%H%M%S"), "device": dev_name,
+              "timer": "do_bench_cudagraph" if args.graph and device.type == "cuda" else
+              ("do_bench" if device.type == "cuda" else "wall")}
     rec = Recorder(args.out, common)
     from poetx_bench.kernels.block_perm import apply_config, grad_config
     from poetx_bench.kernels.cayley import cayley_config
@@ -625,7 +639,7 @@ def main(argv=None) -> int:
              "triton_available": K.triton_available(), "python": platform.python_version(),
              "peaks_bf16_tflops_fp32_tflops_hbm_tbps": peaks, "argv": sys.argv[1:],
              "default_gpu_configs": configs, "default_block_impl": K.resolve_block_impl("auto")})
-    timer = make_timer(device, args.rep_ms, args.warmup_ms)
+    timer = make_timer(device, args.rep_ms, args.warmup_ms, graph=args.graph and device.type == "cuda")
     t0 = time.time()
     if "correctness" in sections:
         correctness(rec, device, blocks if not args.cpu_smoke else [32], args.cpu_smoke)

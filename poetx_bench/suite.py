@@ -36,7 +36,7 @@ COMMON_KEYS = {
     "methods": (list, True), "block_sizes": (list, False), "dtype": (str, False), "seed": (int, False),
     "timeout": ((int, float), False), "backend": ((str, list), False), "exclude": (list, False),
     "overrides": (dict, False), "repeats": (int, False), "warmup_steps": (int, False),
-    "block_impl": (str, False), "compile": (str, False),
+    "block_impl": (str, False), "compile": ((str, list), False),
     "gpu": (bool, False),  # meant for a GPU: planning it on CPU warns
 }
 TRAIN_KEYS = {
@@ -224,8 +224,10 @@ def _validate_fixed(src: _Origin, fixed: dict, prefix: str = "") -> None:
                     raise _err(src, prefix + key, v, f"must be one of {', '.join(BACKENDS)} (or a list of them)")
         if key == "block_impl" and value not in BLOCK_IMPL_CHOICES:
             raise _err(src, prefix + key, value, f"must be one of {', '.join(BLOCK_IMPL_CHOICES)}")
-        if key == "compile" and value not in COMPILE_CHOICES:
-            raise _err(src, prefix + key, value, f"must be one of {', '.join(COMPILE_CHOICES)}")
+        if key == "compile":
+            for v in (value if isinstance(value, list) else [value]) or [None]:
+                if v not in COMPILE_CHOICES:
+                    raise _err(src, prefix + key, v, f"must be one of {', '.join(COMPILE_CHOICES)} (or a list of them)")
         if key == "tokenizer" and value not in ("bpe", "byte"):
             raise _err(src, prefix + key, value, "must be 'bpe' or 'byte'")
 
@@ -237,17 +239,26 @@ def resolve_dtype(dtype: str, device: str) -> str:
 
 
 def _apply_overrides(cfg: dict, overrides: dict, device: str) -> list[dict]:
-    """The point's config(s) after per-method overrides: a list-valued `backend` gives one point per backend
-    for the POET-X methods (side by side in one sweep) and its first entry for the others."""
+    """The point's config(s) after per-method overrides. A list-valued `backend` gives one point per backend
+    for the POET-X methods (side by side in one sweep) and its first entry for the others; a list-valued
+    `compile` gives one point per setting. The official backend compiles its own layers and runs only with
+    compile = none: where backends or compile settings are listed side by side it gets that one point (a
+    single official backend with another compile setting still plans, and skips with its reason)."""
     cfg = {**cfg, **overrides.get(cfg["method"], {})}
     cfg["dtype"] = resolve_dtype(cfg["dtype"], device)
     backends = cfg["backend"] if isinstance(cfg["backend"], list) else [cfg["backend"]]
     if cfg["method"] not in POETX_METHODS:
         backends = backends[:1]
-    # block_impl chooses among our Triton backend's implementations; elsewhere it stays at its default
-    return [{**cfg, "backend": b,
-             **({} if b == "triton" and cfg["method"] in POETX_METHODS else {"block_impl": "auto"})}
-            for b in backends]
+    compiles = cfg["compile"] if isinstance(cfg["compile"], list) else [cfg["compile"]]
+    out = []
+    for b in backends:
+        side_by_side = isinstance(cfg["backend"], list) or isinstance(cfg["compile"], list)
+        modes = ["none"] if b == "official" and side_by_side else compiles
+        for mode in dict.fromkeys(modes):
+            # block_impl chooses among our Triton backend's implementations; elsewhere it stays at its default
+            out.append({**cfg, "backend": b, "compile": mode,
+                        **({} if b == "triton" and cfg["method"] in POETX_METHODS else {"block_impl": "auto"})})
+    return out
 
 
 def _train_points(src: _Origin, raw, fixed, methods, block_sizes, overrides, device) -> list[dict]:

@@ -82,3 +82,25 @@ def test_suites_found_through_the_package():
 
     assert SUITES_DIR == Path(importlib.util.find_spec("poetx_bench.suites").origin).parent
     assert "smoke" in {name for name, _ in list_suites()}
+
+
+def test_listed_backends_and_compile_settings_expand_side_by_side(tmp_path):
+    """compile = [..] (and per-method overrides of it) gives one point per setting; the official backend, which
+    compiles its own layers, gets only compile = none when listed beside others; a bad entry names its key."""
+    import pytest
+
+    from poetx_bench.errors import UserError
+    from poetx_bench.suite import load_suite
+
+    path = tmp_path / "s.toml"
+    path.write_text('kind = "train"\nmethods = ["adamw", "poetx-fast"]\nmodels = ["tiny"]\nseq_lens = [32]\nblock_sizes = [32]\n'
+                    'batch_sizes = [1]\nbackend = ["triton", "official"]\ncompile = "cudagraph"\n'
+                    '[overrides.adamw]\ncompile = ["none", "cudagraph"]\n')
+    got = sorted((p["config"]["method"], p["config"]["backend"], p["config"]["compile"])
+                 for p in load_suite(str(path), "cuda").points)
+    assert got == [("adamw", "triton", "cudagraph"), ("adamw", "triton", "none"),
+                   ("poetx-fast", "official", "none"), ("poetx-fast", "triton", "cudagraph")]
+    assert len({p["point_id"] for p in load_suite(str(path), "cuda").points}) == 4
+    path.write_text(path.read_text().replace('["none", "cudagraph"]', '["none", "jit"]'))
+    with pytest.raises(UserError, match=r"overrides\.adamw\.compile.*jit"):
+        load_suite(str(path), "cuda")

@@ -337,10 +337,10 @@ def rows_kernels(rec, device, dtype, tokens, dims, blocks, timer, peaks, terms=3
             cases += [
                 (f"rows_apply_b{b}", partial(R.rows_apply, xt, gblk, None, side, False), blk_flop, blk_bytes),
                 (f"rows_grad_b{b}", partial(R.rows_grad, xt, xt, side, True, False), blk_flop, blk_bytes),
-                (f"cayley_fwd_b{b}", lambda packed=packed, b=b: R.horner_blocks(R.skew_unpack(packed, b), terms),
-                 terms * cay_flop, n * b * b * elt * 2),
+                (f"cayley_fwd_b{b}", lambda packed=packed, b=b: R.cayley_forward(R.skew_unpack(packed, b), terms),
+                 R.cayley_units(terms)[0] * cay_flop, n * b * b * elt * 2),
                 (f"cayley_bwd_b{b}", partial(R.cayley_horner_backward, packed, gg, b, terms),
-                 (3 * terms + 1) * cay_flop, n * b * b * elt * 3)]
+                 R.cayley_units(terms)[1] * cay_flop, n * b * b * elt * 3)]
         for name, fn, flop, nbytes in cases:
             base = {"section": "rows", "name": name, "dim": dim, "tokens": tokens,
                     "dtype": str(dtype).replace("torch.", "")}

@@ -20,7 +20,7 @@ from .cayley import (
     cayley_neumann_packed,
 )
 from .layer import BLOCK_IMPLS, POETXTritonLinear, resolve_block_impl
-from .rows import cayley_horner, poetx_rows_forward
+from .rows import cayley_blocks, poetx_rows_forward
 
 __all__ = [
     "triton_available",
@@ -32,7 +32,7 @@ __all__ = [
     "BLOCK_IMPLS",
     "resolve_block_impl",
     "poetx_rows_forward",
-    "cayley_horner",
+    "cayley_blocks",
     "block_perm_apply",
     "block_perm_apply_raw",
     "block_perm_grad",

@@ -381,3 +381,58 @@ def skew_pack_grad_kernel(s_ptr, out_ptr, b: tl.constexpr, n_packed, BM: tl.cons
         st = tl.trans(_tile(base, cols, rows, b))
         t = i * b - (i * (i + 1)) // 2 + (j - i - 1)
         tl.store(op + t, s - st, mask=(i < j) & (j < b))
+
+
+# ---------------------------------------------------------------------------------------------------
+# Cayley-Neumann through S = Q^2: a batched b x b product with up to three operand pairs and an epilogue
+# ---------------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _pair_product(acc, alpha, a_ptr, b_ptr, rows, cols, b: tl.constexpr, BK: tl.constexpr, PREC: tl.constexpr,
+                  UPCAST: tl.constexpr):
+    """acc + alpha A[rows, :] @ B[:, cols] for one pair of dense row-major b x b blocks. alpha scales the A
+    tile before the dot (exact for the powers of two the callers pass), so all pairs share one accumulator."""
+    rm = rows < b
+    cm = cols < b
+    for k0 in range(0, b, BK):
+        ks = k0 + tl.arange(0, BK)
+        km = ks < b
+        a = tl.load(a_ptr + rows[:, None] * b + ks[None, :], mask=rm[:, None] & km[None, :], other=0.0)
+        w = tl.load(b_ptr + ks[:, None] * b + cols[None, :], mask=km[:, None] & cm[None, :], other=0.0)
+        if UPCAST:
+            acc = tl.dot(a.to(tl.float32) * alpha, w.to(tl.float32), acc, input_precision=PREC)
+        else:
+            acc = tl.dot((a * alpha).to(w.dtype), w, acc, input_precision=PREC)
+    return acc
+
+
+@triton.jit
+def cayley_bgemm_kernel(a0_ptr, b0_ptr, a1_ptr, b1_ptr, a2_ptr, b2_ptr, c_ptr, d_ptr, out_ptr,
+                        alpha0, alpha1, alpha2, beta, delta, gamma, b: tl.constexpr, NP: tl.constexpr,
+                        HAS_C: tl.constexpr, HAS_D: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr,
+                        BK: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr):
+    """out_k = sum_{p < NP} alpha_p A_p,k @ B_p,k + beta C_k + delta D_k + gamma I for each block k.
+
+    Every Cayley-Neumann step of rows.py (forward and backward, t = 2 or 3) is one launch of this kernel:
+    the sums of products accumulate in one fp32 tile and the additive terms (including the identity) are
+    applied in the epilogue, so no intermediate (n, b, b) tensor is written for them. All operands are
+    contiguous (n, b, b) batches of one dtype; grid = (block, row tile, column tile).
+    """
+    blk = tl.program_id(0).to(tl.int64)
+    rows = tl.program_id(1) * BM + tl.arange(0, BM)
+    cols = tl.program_id(2) * BN + tl.arange(0, BN)
+    off = blk * b * b
+    acc = tl.full((BM, BN), 0.0, tl.float32)
+    acc = _pair_product(acc, alpha0, a0_ptr + off, b0_ptr + off, rows, cols, b, BK, PREC, UPCAST)
+    if NP > 1:
+        acc = _pair_product(acc, alpha1, a1_ptr + off, b1_ptr + off, rows, cols, b, BK, PREC, UPCAST)
+    if NP > 2:
+        acc = _pair_product(acc, alpha2, a2_ptr + off, b2_ptr + off, rows, cols, b, BK, PREC, UPCAST)
+    if HAS_C:
+        acc += beta * _tile(c_ptr + off, rows, cols, b)
+    if HAS_D:
+        acc += delta * _tile(d_ptr + off, rows, cols, b)
+    acc = tl.where(rows[:, None] == cols[None, :], acc + gamma, acc)
+    m = (rows < b)[:, None] & (cols < b)[None, :]
+    tl.store(out_ptr + off + rows[:, None] * b + cols[None, :], acc.to(out_ptr.dtype.element_ty), mask=m)

@@ -12,8 +12,8 @@ permutations transposed:
 
 and the backward mirrors it (gradients of G are bmm reductions over tokens, K = T, no atomics). The two
 permutation kernels read and write 16-byte vectors; nothing is loaded through an index inside a matrix
-product. The orthogonal blocks come from `cayley_horner` (bmm products in the compute dtype with fp32
-accumulation, both sides of a layer in one batch). Every piece has a torch fallback, so the same algebra
+product. The orthogonal blocks come from `cayley_blocks` (both sides of a layer in one batch; for t = 2, 3
+the S = Q^2 form, each step one fused batched-product launch in the compute dtype with fp32 accumulation). Every piece has a torch fallback, so the same algebra
 runs on CPU (and under TRITON_INTERPRET=1 with the kernels).
 
 Saved for backward: fast mode keeps x and hT (as the torch path keeps x and h); mem mode keeps x only and
@@ -29,7 +29,7 @@ import torch
 
 from poetx_bench.reference.cayley import RecomputedOrthogonalBlocks
 
-from ._loader import is_interpreted, kernels_for, use_kernels
+from ._loader import dot_precision, is_interpreted, kernels_for, use_kernels
 from .autograd import Side
 
 PERM_TILE = {"BT": 64, "BD": 64, "num_warps": 4}
@@ -80,11 +80,12 @@ def _triu_flat(b: int, device: torch.device) -> torch.Tensor:
     return iu[0] * b + iu[1]
 
 
-def skew_unpack(packed: torch.Tensor, b: int) -> torch.Tensor:
-    """(n, b(b-1)/2) packed upper triangles -> dense skew Q (n, b, b) in the packed dtype."""
+def skew_unpack(packed: torch.Tensor, b: int, out: torch.Tensor | None = None) -> torch.Tensor:
+    """(n, b(b-1)/2) packed upper triangles -> dense skew Q (n, b, b) in the packed dtype (into `out`, a
+    contiguous (n, b, b) tensor, when given)."""
     n = packed.shape[0]
     if use_kernels(packed) and n and packed.dtype != torch.float64:  # the kernel works in fp32
-        q = torch.empty(n, b, b, dtype=packed.dtype, device=packed.device)
+        q = torch.empty(n, b, b, dtype=packed.dtype, device=packed.device) if out is None else out
         bm = 32 if not is_interpreted(packed.device) else 64
         kernels_for(packed.device).cayley_unpack_kernel[(n, _cdiv(b, bm))](
             packed.contiguous(), q, b, packed.shape[1], BM=bm, BN=min(128, _pow2(b)), num_warps=4)
@@ -92,7 +93,9 @@ def skew_unpack(packed: torch.Tensor, b: int) -> torch.Tensor:
     upper = packed.new_zeros(n, b * b)
     upper.index_copy_(1, _triu_flat(b, packed.device), packed)
     upper = upper.view(n, b, b)
-    return upper - upper.transpose(-1, -2)
+    if out is None:
+        return upper - upper.transpose(-1, -2)
+    return torch.sub(upper, upper.transpose(-1, -2), out=out)
 
 
 def skew_pack_grad(s: torch.Tensor) -> torch.Tensor:
@@ -128,33 +131,16 @@ def horner_blocks(q: torch.Tensor, terms: int) -> torch.Tensor:
     return _add_diag_(torch.bmm(q, p), 1.0)
 
 
-class CayleyHornerFunction(torch.autograd.Function):
-    """packed (n, b(b-1)/2) -> G (n, b, b) in the packed dtype; saves only the packed parameters.
+def horner_backward_dq(q: torch.Tensor, grad_g: torch.Tensor, t: int) -> torch.Tensor:
+    """dL/dQ (dense, before the skew projection) of G = horner_blocks(Q, t), given dL/dG.
 
-    Backward (reverse mode through the Horner chain, with Q^T = -Q):
+    Reverse mode through the Horner chain, with Q^T = -Q:
         dQ = sum_{k=0..t} Pbar_k P_(k+1)^T,  Pbar_0 = Gbar, Pbar_(k+1) = -Q Pbar_k, P_(t+1) = I,
     evaluated as ONE product [Pbar_0 .. Pbar_t] @ [P_1^T; ...; P_t^T; I] with K = (t+1) b, so the sum
     accumulates in fp32 once. The chains are kept transposed (Pbar_k^T = Pbar_(k-1)^T Q,
     P_k^T = 2I - P_(k+1)^T Q) so every operand is a contiguous slot of one buffer.
-    Products: t (forward) + (t-1) + t + one of width (t+1): 3t+... about 9 b^3 units at t = 3.
     """
-
-    @staticmethod
-    def forward(ctx, packed, b, terms):
-        ctx.save_for_backward(packed)
-        ctx.b, ctx.terms = b, terms
-        return horner_blocks(skew_unpack(packed, b), terms)
-
-    @staticmethod
-    def backward(ctx, grad_g):
-        (packed,) = ctx.saved_tensors
-        return cayley_horner_backward(packed, grad_g, ctx.b, ctx.terms), None, None
-
-
-def cayley_horner_backward(packed: torch.Tensor, grad_g: torch.Tensor, b: int, t: int) -> torch.Tensor:
-    """Gradient of the packed parameters given dL/dG (CayleyHornerFunction's docstring has the algebra)."""
-    q = skew_unpack(packed, b)
-    n = q.shape[0]
+    n, b = q.shape[0], q.shape[-1]
     xt = torch.empty(n, t + 1, b, b, dtype=q.dtype, device=q.device)  # slot k: Pbar_k^T
     vt = torch.empty(n, t + 1, b, b, dtype=q.dtype, device=q.device)  # slot k: P_(k+1)^T
     xt[:, 0] = grad_g.transpose(-1, -2)
@@ -169,12 +155,126 @@ def cayley_horner_backward(packed: torch.Tensor, grad_g: torch.Tensor, b: int, t
             torch.bmm(vt[:, k], q, out=vt[:, k - 1])
             vt[:, k - 1].neg_()
             _add_diag_(vt[:, k - 1], 2.0)
-    dq = torch.bmm(xt.view(n, (t + 1) * b, b).transpose(1, 2), vt.view(n, (t + 1) * b, b))
-    return skew_pack_grad(dq)
+    return torch.bmm(xt.view(n, (t + 1) * b, b).transpose(1, 2), vt.view(n, (t + 1) * b, b))
 
 
-def cayley_horner(packed: torch.Tensor, b: int, terms: int) -> torch.Tensor:
-    return CayleyHornerFunction.apply(packed, b, terms)
+# --- Cayley-Neumann through S = Q^2 (t = 2, 3): few products, every step one fused launch -----------------
+
+SQUARE_FORM_TERMS = (2, 3)
+BGEMM_TILE = {"BM": 128, "BN": 128, "BK": 64, "num_warps": 8, "num_stages": 3}
+
+
+def bgemm(pairs, c=None, beta: float = 0.0, d=None, delta: float = 0.0, gamma: float = 0.0) -> torch.Tensor:
+    """sum_p alpha_p A_p @ B_p + beta C + delta D + gamma I over contiguous (n, b, b) batches of one dtype.
+
+    pairs: up to three (alpha, A, B), alpha a power of two (the kernel scales the A tile by it, exactly).
+    One `cayley_bgemm_kernel` launch where kernels run (fp32 accumulation, the additive terms in its
+    epilogue); the same algebra with torch ops otherwise (float64, CPU without the interpreter, b < 16).
+    """
+    a0 = pairs[0][1]
+    n, b, _ = a0.shape
+    if use_kernels(a0) and n and b >= 16 and a0.dtype != torch.float64:
+        ops = [t.contiguous() for _, A, B in pairs for t in (A, B)]
+        ops += [ops[0]] * (6 - len(ops))
+        alphas = [float(a) for a, _, _ in pairs] + [1.0] * (3 - len(pairs))
+        out = torch.empty_like(a0)
+        interp = is_interpreted(a0.device)
+        if interp:
+            cfg = {"BM": min(32, _pow2(b)), "BN": min(32, _pow2(b)), "BK": min(32, _pow2(b)), "num_warps": 1}
+        elif b >= 128:
+            cfg = BGEMM_TILE
+        else:
+            cfg = {"BM": 64, "BN": 64, "BK": max(16, min(64, _pow2(b))), "num_warps": 4, "num_stages": 3}
+        grid = (n, _cdiv(b, cfg["BM"]), _cdiv(b, cfg["BN"]))
+        kernels_for(a0.device).cayley_bgemm_kernel[grid](
+            *ops, c.contiguous() if c is not None else ops[0], d.contiguous() if d is not None else ops[0], out,
+            *alphas, float(beta), float(delta), float(gamma), b, len(pairs), c is not None, d is not None,
+            PREC=dot_precision(a0.dtype), UPCAST=interp and a0.dtype != torch.float32, **cfg)
+        return out
+    out = None
+    for alpha, A, B in pairs:
+        out = torch.bmm(A, B).mul_(alpha) if out is None else torch.baddbmm(out, A, B, alpha=alpha)
+    if c is not None:
+        out.add_(c, alpha=beta)
+    if d is not None:
+        out.add_(d, alpha=delta)
+    return _add_diag_(out, gamma) if gamma else out
+
+
+def square_form_blocks(q: torch.Tensor, t: int) -> torch.Tensor:
+    """G = I + 2Q + ... + 2Q^t + Q^(t+1) for t = 2, 3 with S = Q^2 (Q and S small, the identity added last):
+    t = 2: G = I + 2Q + 2S + Q S;   t = 3: G = I + 2Q + 2S + 2 Q S + S S.   Two launches, 2 or 3 b^3 units."""
+    s = bgemm([(1, q, q)])
+    if t == 2:
+        return bgemm([(1, q, s)], c=q, beta=2, d=s, delta=2, gamma=1)
+    return bgemm([(2, q, s), (1, s, s)], c=q, beta=2, d=s, delta=2, gamma=1)
+
+
+def square_form_backward_dq(q: torch.Tensor, grad_g: torch.Tensor, t: int) -> torch.Tensor:
+    """dL/dQ (dense) of square_form_blocks, with S^T = S and Q^T = -Q:
+    t = 3: Sbar = 2Gb - 2 Q Gb + Gb S + S Gb;  t = 2: Sbar = 2Gb - Q Gb;
+    dQ = 2Gb + (t - 1) Gb S - Sbar Q - Q Sbar.   Three launches (S recomputed), 5 or 7 b^3 units."""
+    gb = grad_g.to(q.dtype).contiguous()
+    s = bgemm([(1, q, q)])
+    if t == 2:
+        sbar = bgemm([(-1, q, gb)], c=gb, beta=2)
+        return bgemm([(1, gb, s), (-1, sbar, q), (-1, q, sbar)], c=gb, beta=2)
+    sbar = bgemm([(-2, q, gb), (1, gb, s), (1, s, gb)], c=gb, beta=2)
+    return bgemm([(2, gb, s), (-1, sbar, q), (-1, q, sbar)], c=gb, beta=2)
+
+
+def cayley_units(terms: int) -> tuple[int, int]:
+    """(forward, backward) count of b x b x b products per block: what the kernel bench divides by."""
+    if terms in SQUARE_FORM_TERMS:
+        return terms, 2 * terms + 1
+    return terms, 3 * terms
+
+
+def cayley_forward(q: torch.Tensor, terms: int) -> torch.Tensor:
+    """G of dense skew blocks Q: the square form for t = 2, 3, Horner otherwise."""
+    return square_form_blocks(q, terms) if terms in SQUARE_FORM_TERMS else horner_blocks(q, terms)
+
+
+def cayley_backward_dq(q: torch.Tensor, grad_g: torch.Tensor, terms: int) -> torch.Tensor:
+    return (square_form_backward_dq(q, grad_g, terms) if terms in SQUARE_FORM_TERMS
+            else horner_backward_dq(q, grad_g, terms))
+
+
+def _unpack_all(packed: tuple[torch.Tensor, ...], b: int) -> torch.Tensor:
+    """Dense Q of several packed tensors (one per side of a layer) into one batch, with no concatenation
+    of the packed parameters (each is unpacked straight into its slice)."""
+    sizes = [p.shape[0] for p in packed]
+    q = torch.empty(sum(sizes), b, b, dtype=packed[0].dtype, device=packed[0].device)
+    for p, part in zip(packed, q.split(sizes)):
+        skew_unpack(p, b, out=part)
+    return q
+
+
+class CayleyFunction(torch.autograd.Function):
+    """(b, terms, packed_1, packed_2, ...) -> G (sum n_i, b, b) in the packed dtype: the orthogonal blocks of
+    every packed tensor in one batch. Saves only the packed parameters; backward recomputes Q (and S)."""
+
+    @staticmethod
+    def forward(ctx, b, terms, *packed):
+        ctx.save_for_backward(*packed)
+        ctx.b, ctx.terms = b, terms
+        return cayley_forward(_unpack_all(packed, b), terms)
+
+    @staticmethod
+    def backward(ctx, grad_g):
+        packed = ctx.saved_tensors
+        dq = cayley_backward_dq(_unpack_all(packed, ctx.b), grad_g, ctx.terms)
+        grads = [skew_pack_grad(part) for part in dq.split([p.shape[0] for p in packed])]
+        return (None, None, *grads)
+
+
+def cayley_horner_backward(packed: torch.Tensor, grad_g: torch.Tensor, b: int, t: int) -> torch.Tensor:
+    """Gradient of the packed parameters given dL/dG (the Cayley backward as one call, for benchmarks)."""
+    return skew_pack_grad(cayley_backward_dq(skew_unpack(packed, b), grad_g, t))
+
+
+def cayley_blocks(b: int, terms: int, *packed: torch.Tensor) -> torch.Tensor:
+    return CayleyFunction.apply(b, terms, *packed)
 
 
 # --- block products in the row domain ---------------------------------------------------------------
@@ -272,11 +372,10 @@ def layer_blocks(layer):
         return (exact(full_in, lay_in.b), None if tail_in is None else exact(tail_in, lay_in.tail),
                 exact(full_out, lay_out.b), None if tail_out is None else exact(tail_out, lay_out.tail))
     if lay_in.b == lay_out.b and lay_in.n_full and lay_out.n_full:
-        g = cayley_horner(torch.cat([full_in, full_out]), lay_in.b, terms)
-        gi, go = g.split([lay_in.n_full, lay_out.n_full])
+        gi, go = cayley_blocks(lay_in.b, terms, full_in, full_out).split([lay_in.n_full, lay_out.n_full])
     else:
-        gi = cayley_horner(full_in, lay_in.b, terms)
-        go = cayley_horner(full_out, lay_out.b, terms)
+        gi = cayley_blocks(lay_in.b, terms, full_in)
+        go = cayley_blocks(lay_out.b, terms, full_out)
 
     def tail(packed, r):
         return None if packed is None else RecomputedOrthogonalBlocks.apply(packed, r, "neumann", terms)

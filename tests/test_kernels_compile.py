@@ -45,11 +45,15 @@ class _Recorder:
 def _record(monkeypatch, fn):
     import poetx_bench.kernels.block_perm as bp
     import poetx_bench.kernels.cayley as cy
+    import poetx_bench.kernels.rows as rw
 
     rec = _Recorder()
     monkeypatch.setattr(bp, "kernels_for", lambda device: rec)
     monkeypatch.setattr(cy, "kernels_for", lambda device: rec)
+    monkeypatch.setattr(rw, "kernels_for", lambda device: rec)
     monkeypatch.setattr(bp, "is_interpreted", lambda device: False)  # launch flags as on a GPU
+    monkeypatch.setattr(rw, "is_interpreted", lambda device: False)
+    monkeypatch.setattr(rw, "use_kernels", lambda t: True)  # CPU stand-in tensors take the kernel path
     fn()
     return rec.calls
 
@@ -108,9 +112,10 @@ pytestmark = pytest.mark.skipif(not _have_backend(), reason="triton NVIDIA backe
 
 
 def _calls_for(monkeypatch, b, dtype, terms=3, rows=256, n=2):
-    """Record the launches of all four kernel entry points at GPU default configs."""
+    """Record the launches of every kernel entry point (both designs) at GPU default configs."""
     from poetx_bench.kernels import block_perm as bp
     from poetx_bench.kernels import cayley as cy
+    from poetx_bench.kernels import rows as rw
 
     dim = n * b
     packed = torch.zeros(n, b * (b - 1) // 2, dtype=dtype)
@@ -126,6 +131,13 @@ def _calls_for(monkeypatch, b, dtype, terms=3, rows=256, n=2):
         bp.block_perm_apply_full_(x, g, perm, b, True, out, bp.apply_config(b, CUDA, dtype=dtype))
         cfg = bp.grad_config(b, 2048, 4096 // b, CUDA, dtype=dtype)  # the benchmark's split (atomics)
         bp.block_perm_grad(x, x, perm, b, n, config=cfg)
+        # the row-domain design: permutation transposes, skew pack/unpack, the fused Cayley products
+        rw.to_rows(x, perm, perm)
+        rw.from_rows(x.t().contiguous(), perm)
+        rw.skew_unpack(packed, b)
+        rw.skew_pack_grad(g)
+        rw.bgemm([(1, g, g)])
+        rw.bgemm([(2, g, g), (-1, g, g), (1, g, g)], c=g, beta=2, d=g, delta=2, gamma=1)
 
     return _record(monkeypatch, go)
 

@@ -70,31 +70,67 @@ def test_skew_unpack_and_pack(device, b, n):
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("terms", [0, 1, 2, 3, 5])
 @pytest.mark.parametrize("b", [16, 48])
-def test_cayley_horner_matches_float64(device, terms, b):
-    """Forward and backward of the Horner Cayley-Neumann against autograd through the reference series in
-    float64: fp32 lands within 1e-5."""
+def test_cayley_matches_float64(device, terms, b):
+    """Forward and backward of the Cayley-Neumann (square form for t = 2, 3, Horner otherwise) against
+    autograd through the reference series in float64: fp32 lands within 1e-5."""
     g = _gen(terms * 100 + b)
     packed64 = (torch.randn(3, num_skew_params(b), generator=g, dtype=torch.float64) * 0.1).requires_grad_()
     gbar = torch.randn(3, b, b, generator=g, dtype=torch.float64)
     ref = cayley_neumann(skew_from_packed(packed64, b), terms)
     (ref * gbar).sum().backward()
     p = packed64.detach().float().to(device).requires_grad_()
-    got = R.cayley_horner(p, b, terms)
+    got = R.cayley_blocks(b, terms, p)
     (got * gbar.float().to(device)).sum().backward()
     assert _rel(got, ref) < 1e-5
     assert _rel(p.grad, packed64.grad) < 1e-5
 
 
-def test_cayley_horner_float64_exact():
-    g = _gen(7)
+@pytest.mark.parametrize("terms", [1, 2, 3, 4])
+def test_cayley_float64_exact(terms):
+    """float64 (torch ops, both forms): gradcheck, and the blocks equal the reference series to rounding."""
+    g = _gen(7 + terms)
     packed = (torch.randn(2, num_skew_params(24), generator=g, dtype=torch.float64) * 0.2).requires_grad_()
     gbar = torch.randn(2, 24, 24, generator=g, dtype=torch.float64)
-    assert torch.autograd.gradcheck(lambda p: (R.cayley_horner(p, 24, 3) * gbar).sum(), (packed,))
-    ref = cayley_neumann(skew_from_packed(packed, 24), 3)
-    assert _rel(R.cayley_horner(packed, 24, 3), ref) < 1e-13
+    assert torch.autograd.gradcheck(lambda p: (R.cayley_blocks(24, terms, p) * gbar).sum(), (packed,))
+    ref = cayley_neumann(skew_from_packed(packed, 24), terms)
+    assert _rel(R.cayley_blocks(24, terms, packed), ref) < 1e-13
 
 
-def test_cayley_horner_bf16_tolerance():
+@pytest.mark.parametrize("device", DEVICES)
+def test_cayley_two_packed_tensors_in_one_batch(device):
+    """Both sides of a layer in one call (no concatenation): blocks and both gradients equal separate calls."""
+    g = _gen(21)
+    pa = (torch.randn(2, num_skew_params(32), generator=g) * 0.1).to(device).requires_grad_()
+    pb = (torch.randn(3, num_skew_params(32), generator=g) * 0.1).to(device).requires_grad_()
+    gbar = torch.randn(5, 32, 32, generator=g).to(device)
+    both = R.cayley_blocks(32, 3, pa, pb)
+    (both * gbar).sum().backward()
+    ga, gb_ = pa.grad.clone(), pb.grad.clone()
+    pa.grad = pb.grad = None
+    sep = torch.cat([R.cayley_blocks(32, 3, pa), R.cayley_blocks(32, 3, pb)])
+    (sep * gbar).sum().backward()
+    assert _rel(both, sep) < 1e-6 and _rel(ga, pa.grad) < 1e-6 and _rel(gb_, pb.grad) < 1e-6
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("b", [16, 40, 64])
+@pytest.mark.parametrize("n_pairs", [1, 2, 3])
+def test_bgemm_matches_float64(device, b, n_pairs):
+    """The fused batched product (pairs, C, D, identity in one launch) against float64 torch on fresh inputs;
+    b = 40 exercises the masked tile edges. fp32 operands: within 1e-5."""
+    g = _gen(b * 10 + n_pairs)
+    mats = [torch.randn(3, b, b, generator=g, dtype=torch.float64) for _ in range(2 * n_pairs + 2)]
+    alphas = [2.0, -1.0, 0.5][:n_pairs]
+    expected = sum(a * (mats[2 * i] @ mats[2 * i + 1]) for i, a in enumerate(alphas))
+    expected = expected + 2 * mats[-2] - 0.5 * mats[-1] + 3 * torch.eye(b, dtype=torch.float64)
+    dev = [m.float().to(device) for m in mats]
+    got = R.bgemm([(a, dev[2 * i], dev[2 * i + 1]) for i, a in enumerate(alphas)],
+                  c=dev[-2], beta=2, d=dev[-1], delta=-0.5, gamma=3)
+    assert got.dtype == torch.float32
+    assert _rel(got, expected) < 1e-5
+
+
+def test_cayley_bf16_tolerance():
     """bf16 parameters: products in bf16 with fp32 accumulation (as the official implementation). Against
     float64 the blocks land within 1e-2 and the gradient within 3e-2 (relative Frobenius): each of the
     ~3 chained products rounds to bf16 (2^-8 relative), and the gradient sums four such products."""
@@ -105,7 +141,7 @@ def test_cayley_horner_bf16_tolerance():
     ref = cayley_neumann(skew_from_packed(packed64, b), 3)
     (ref * gbar).sum().backward()
     p = packed64.detach().bfloat16().requires_grad_()
-    got = R.cayley_horner(p, b, 3)
+    got = R.cayley_blocks(b, 3, p)
     assert got.dtype == torch.bfloat16
     (got.float() * gbar.float()).sum().backward()
     assert _rel(got, ref) < 1e-2

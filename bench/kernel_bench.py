@@ -470,6 +470,46 @@ def _sweep_inputs(device, dtype, tokens, dim, b):
     return n, x, perm, gblk, packed, gg, torch.empty_like(x)
 
 
+BGEMM_CONFIGS = [
+    {"BM": 128, "BN": 128, "BK": 64, "num_warps": 8, "num_stages": 3},
+    {"BM": 128, "BN": 64, "BK": 64, "num_warps": 4, "num_stages": 3},
+    {"BM": 64, "BN": 128, "BK": 64, "num_warps": 4, "num_stages": 3},
+    {"BM": 64, "BN": 64, "BK": 64, "num_warps": 4, "num_stages": 3},
+    {"BM": 64, "BN": 64, "BK": 32, "num_warps": 4, "num_stages": 4},
+    {"BM": 128, "BN": 256, "BK": 64, "num_warps": 8, "num_stages": 3},
+]
+
+
+def bgemm_sweep(rec, device, dtype, timer, peaks, b=256, counts=(12, 16, 24, 56, 72)):
+    """Tile configs of the fused Cayley product (two pairs + C + D + I, the forward's second launch) at
+    several block counts n: small n leaves SMs idle with big tiles. Restores the default afterwards."""
+    import torch
+
+    from poetx_bench.kernels import rows as R
+
+    default = dict(R.BGEMM_TILE)
+    elt = torch.empty((), dtype=dtype).element_size()
+    try:
+        for n in counts:
+            g = torch.Generator(device="cpu").manual_seed(n)
+            q, s_, c = (torch.randn(n, b, b, generator=g).to(device, dtype) * 0.05 for _ in range(3))
+            for i, cfg in enumerate(BGEMM_CONFIGS):
+                R.BGEMM_TILE.clear()
+                R.BGEMM_TILE.update(cfg)
+                base = {"section": "bgemm", "name": f"bgemm2_n{n}_cfg{i}", "dim": n * b, "config": cfg}
+
+                def run(q=q, s_=s_, c=c, n=n):
+                    fn = partial(R.bgemm, [(2, q, s_), (1, s_, s_)], c=c, beta=2, d=s_, delta=2, gamma=1)
+                    fn()
+                    qq = timer(fn)
+                    return {**_timing(qq), **_rates(2 * 2 * n * b ** 3, 5 * n * b * b * elt, qq[1], dtype, peaks)}
+
+                _guard(rec, base, run)
+    finally:
+        R.BGEMM_TILE.clear()
+        R.BGEMM_TILE.update(default)
+
+
 def sweep(rec, device, dtype, tokens, dim, blocks, timer, peaks, terms=3):
     """Time a few tile configs per kernel (for choosing the defaults in block_perm.py / cayley.py)."""
     import torch
@@ -555,6 +595,7 @@ def print_table(rows: list[dict]) -> None:
         "kernel": ["name", "impl", "dim", "b", "n_blocks", "median_ms", "iqr_ms", "tflops", "tbps", "floor_ms",
                    "floor_frac"],
         "sweep": ["name", "b", "transpose", "cfg", "median_ms", "tbps", "floor_frac"],
+        "bgemm": ["name", "config", "median_ms", "iqr_ms", "tflops", "floor_frac"],
     }
     for sec, rs in secs.items():
         if sec == "env":
@@ -585,7 +626,7 @@ def main(argv=None) -> int:
     ap.add_argument("--rep-ms", type=int, default=100)
     ap.add_argument("--warmup-ms", type=int, default=25)
     ap.add_argument("--sections", default="correctness,layer,rows,kernel",
-                    help="comma list of correctness,layer,rows,kernel,sweep")
+                    help="comma list of correctness,layer,rows,kernel,sweep,bgemm")
     ap.add_argument("--sweep", action="store_true", help="add the tile-config sweep section")
     ap.add_argument("--graph", action="store_true",
                     help="time each case replayed as a CUDA graph (device time of kernel chains; rows say timer)")
@@ -658,6 +699,8 @@ def main(argv=None) -> int:
             kernels(rec, device, dtype, args.tokens, dims[1:], [args.main_block], timer, peaks)
     if "sweep" in sections:
         sweep(rec, device, dtype, args.tokens, shapes[0][0], blocks, timer, peaks)
+    if "bgemm" in sections and device.type == "cuda":
+        bgemm_sweep(rec, device, dtype, timer, peaks)
     print_table(rec.rows)
     n_err = sum(1 for r in rec.rows if "error" in r)
     print(f"\n{len(rec.rows)} records, {n_err} errors, {time.time() - t0:.0f}s -> {rec.path}")

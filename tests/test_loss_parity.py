@@ -43,3 +43,15 @@ def test_agreeing_and_disagreeing_curves(tmp_path, capsys):
 def test_nothing_to_compare_is_a_usage_error(tmp_path, capsys):
     assert lp.main([_write(tmp_path, [_row("adamw", "triton", "cudagraph", _curve(1))])]) == 2
     assert "no method has an eager reference" in capsys.readouterr().err
+
+
+def test_seed_spread_widens_the_tolerance(tmp_path):
+    """A difference larger than 4 SE but no larger than the method's own seed-to-seed spread agrees."""
+    ref = _row("poetx-fast", "triton", "none", _curve(1))
+    other = _row("poetx-fast", "official", "none", _curve(3, shift=0.2))
+    reseeded = _row("poetx-fast", "triton", "none", _curve(4, shift=0.25))
+    reseeded["config"]["seed"] = 1
+    assert lp.main([_write(tmp_path, [ref, other])]) == 1
+    second = tmp_path / "seed1.jsonl"
+    second.write_text(json.dumps(reseeded) + "\n")
+    assert lp.main([_write(tmp_path, [ref, other]), str(second)]) == 0

@@ -676,7 +676,10 @@ def main(argv=None) -> int:
                         "grad": grad_config(b, args.tokens, 4096 // b, cuda, dtype=dtype),
                         "cayley_fwd": cayley_config(b, cuda), "cayley_bwd": cayley_config(b, cuda, which="bwd")}
                for b in sorted(set(blocks) | {args.main_block})}
-    rec.add({"section": "env", "torch": torch.__version__, "triton": triton_version,
+    from poetx_bench.env import environment
+
+    rec.add({"section": "env", "env": environment(use_torch_cuda=device.type == "cuda"),
+             "torch": torch.__version__, "triton": triton_version,
              "triton_available": K.triton_available(), "python": platform.python_version(),
              "peaks_bf16_tflops_fp32_tflops_hbm_tbps": peaks, "argv": sys.argv[1:],
              "default_gpu_configs": configs, "default_block_impl": K.resolve_block_impl("auto")})

@@ -76,18 +76,16 @@ def pairs(rows: list[dict]):
     for r in rows:
         if r.get("status") == OK and (r.get("metrics") or {}).get("losses"):
             by_method.setdefault(r["config"]["method"], []).append(r)
-    for method, group in sorted(by_method.items()):
+    for _, group in sorted(by_method.items()):
         group.sort(key=lambda r: r["config"].get("seed", 0))
         eager = [r for r in group if r["config"].get("compile", "none") == "none"]
         if not eager:
             continue
         ref = next((r for r in eager if r["config"].get("backend") == "triton"), eager[0])
 
-        def same_setup(r):
-            keys = ("backend", "compile")
-            return all(r["config"].get(k) == ref["config"].get(k) for k in keys)
-
-        reseeded = next((r for r in group if r is not ref and same_setup(r)), None)
+        setup = tuple(ref["config"].get(k) for k in ("backend", "compile"))
+        reseeded = next((r for r in group if r is not ref
+                         and tuple(r["config"].get(k) for k in ("backend", "compile")) == setup), None)
         for other in group:
             if other is not ref and other is not reseeded:
                 yield ref, other, reseeded

@@ -43,6 +43,7 @@ class POETXTritonLinear(POETXLinear):
                  block_impl: str = "auto", **kwargs):
         super().__init__(in_features, out_features, block_size, mode=mode, **kwargs)
         self.block_impl = resolve_block_impl(block_impl)
+        self._model_blocks = None  # set for one forward by model_cayley.ModelCayley
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", block_impl={self.block_impl}"

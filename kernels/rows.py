@@ -359,9 +359,14 @@ def _cast(g, like):
 def layer_blocks(layer):
     """(G_in_full, G_in_tail, G_out_full, G_out_tail) of a POET-X layer in its parameter dtype.
 
-    Full blocks of both sides go through one batched Cayley when their sizes match (the usual case).
-    Tails (a smaller last block) use the reference's recomputed Cayley: few columns, any size.
+    Blocks precomputed for this forward by a model-level batch (model_cayley.py) are taken once and used.
+    Otherwise the full blocks of both sides go through one batched Cayley when their sizes match (the usual
+    case). Tails (a smaller last block) use the reference's recomputed Cayley: few columns, any size.
     """
+    pre = getattr(layer, "_model_blocks", None)
+    if pre is not None:
+        layer._model_blocks = None
+        return pre
     lay_in, lay_out = layer.layout_in, layer.layout_out
     full_in, tail_in = lay_in.split_params(layer.skew_in)
     full_out, tail_out = lay_out.split_params(layer.skew_out)
@@ -378,11 +383,21 @@ def layer_blocks(layer):
     else:
         gi = cayley_blocks(lay_in.b, terms, full_in)
         go = cayley_blocks(lay_out.b, terms, full_out)
+    ti, to = tail_blocks(layer)
+    return gi, ti, go, to
+
+
+def tail_blocks(layer):
+    """(G_in_tail, G_out_tail) of a Neumann POET-X layer (None where a side has no tail): the reference's
+    recomputed Cayley (few columns, any size)."""
+    terms = int(layer.neumann_terms)
+    _, tail_in = layer.layout_in.split_params(layer.skew_in)
+    _, tail_out = layer.layout_out.split_params(layer.skew_out)
 
     def tail(packed, r):
         return None if packed is None else RecomputedOrthogonalBlocks.apply(packed, r, "neumann", terms)
 
-    return gi, tail(tail_in, lay_in.tail), go, tail(tail_out, lay_out.tail)
+    return tail(tail_in, layer.layout_in.tail), tail(tail_out, layer.layout_out.tail)
 
 
 def poetx_rows_forward(layer, x: torch.Tensor) -> torch.Tensor:

@@ -7,6 +7,7 @@ A key at this default is left out of a point's id (suite.point_id), so adding a 
 ADDED_KEY_DEFAULTS = {
     "compile": "none",      # whole-step capture: none | compile | cudagraph
     "block_impl": "auto",   # how our POET-X backends run the block/permutation work (backend's choice)
+    "cayley_scope": "layer",  # triton rows design: Cayley per layer, or batched over the model per step
 }
 
 

@@ -29,6 +29,7 @@ LAYER_METHODS = ("linear", "poet", "poetx-fast", "poetx-mem")
 DTYPES = ("auto", "float32", "bfloat16", "float16", "float64")
 BLOCK_IMPL_CHOICES = ("auto", "rows", "fused", "torch")  # kernels.BLOCK_IMPLS (no triton import here)
 COMPILE_CHOICES = ("none", "compile", "cudagraph")
+CAYLEY_SCOPES = ("layer", "model")  # kernels.model_cayley.SCOPES (no triton import here)
 
 # key -> (expected python type(s), required?)
 COMMON_KEYS = {
@@ -36,7 +37,7 @@ COMMON_KEYS = {
     "methods": (list, True), "block_sizes": (list, False), "dtype": (str, False), "seed": (int, False),
     "timeout": ((int, float), False), "backend": ((str, list), False), "exclude": (list, False),
     "overrides": (dict, False), "repeats": (int, False), "warmup_steps": (int, False),
-    "block_impl": (str, False), "compile": ((str, list), False),
+    "block_impl": (str, False), "compile": ((str, list), False), "cayley_scope": (str, False),
     "gpu": (bool, False),  # meant for a GPU: planning it on CPU warns
 }
 TRAIN_KEYS = {
@@ -48,7 +49,7 @@ TRAIN_KEYS = {
 LAYER_KEYS = {"shapes": (list, True), "tokens": (list, True)}
 # keys a per-method override may change
 OVERRIDABLE = {"steps", "warmup_steps", "dtype", "backend", "merge_every", "timeout", "eval_every",
-               "repeats", "max_memory_gb", "block_impl", "compile"}
+               "repeats", "max_memory_gb", "block_impl", "compile", "cayley_scope"}
 
 TRAIN_DEFAULTS = {"steps": 10, "warmup_steps": 3, "dtype": "auto", "seed": 0, "data": "default",
                   "eval_every": 0, "eval_batches": 2, "merge_every": 200, "backend": "torch",
@@ -222,6 +223,8 @@ def _validate_fixed(src: _Origin, fixed: dict, prefix: str = "") -> None:
             for v in values or [None]:
                 if v not in BACKENDS:
                     raise _err(src, prefix + key, v, f"must be one of {', '.join(BACKENDS)} (or a list of them)")
+        if key == "cayley_scope" and value not in CAYLEY_SCOPES:
+            raise _err(src, prefix + key, value, f"must be one of {', '.join(CAYLEY_SCOPES)}")
         if key == "block_impl" and value not in BLOCK_IMPL_CHOICES:
             raise _err(src, prefix + key, value, f"must be one of {', '.join(BLOCK_IMPL_CHOICES)}")
         if key == "compile":
@@ -255,9 +258,11 @@ def _apply_overrides(cfg: dict, overrides: dict, device: str) -> list[dict]:
         side_by_side = isinstance(cfg["backend"], list) or isinstance(cfg["compile"], list)
         modes = ["none"] if b == "official" and side_by_side else compiles
         for mode in dict.fromkeys(modes):
-            # block_impl chooses among our Triton backend's implementations; elsewhere it stays at its default
+            # block_impl / cayley_scope choose among our Triton backend's implementations; elsewhere they stay
+            # at their defaults
+            ours = b == "triton" and cfg["method"] in POETX_METHODS
             out.append({**cfg, "backend": b, "compile": mode,
-                        **({} if b == "triton" and cfg["method"] in POETX_METHODS else {"block_impl": "auto"})})
+                        **({} if ours else {"block_impl": "auto", "cayley_scope": "layer"})})
     return out
 
 

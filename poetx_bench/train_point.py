@@ -107,6 +107,11 @@ class Trainer:
             self.forward_model = torch.compile(self.model)
         else:
             self.forward_model = self.model
+        self.model_cayley = None
+        if cfg.get("cayley_scope", "layer") != "layer" and backend == "triton":
+            from .kernels.model_cayley import attach
+
+            self.model_cayley = attach(self.model, cfg["cayley_scope"])
         if self.compile == "cudagraph":
             make_capturable(self.opt)
             self.graphed = CudaGraphStep(self._body, self.opt)

@@ -101,6 +101,12 @@ def test_listed_backends_and_compile_settings_expand_side_by_side(tmp_path):
     assert got == [("adamw", "triton", "cudagraph"), ("adamw", "triton", "none"),
                    ("poetx-fast", "official", "none"), ("poetx-fast", "triton", "cudagraph")]
     assert len({p["point_id"] for p in load_suite(str(path), "cuda").points}) == 4
+    # cayley_scope applies to our triton POET-X points only: the others keep the default (and their ids)
+    path.write_text(path.read_text().replace('compile = "cudagraph"\n', 'compile = "cudagraph"\ncayley_scope = "model"\n'))
+    scopes = {(p["config"]["method"], p["config"]["backend"]): p["config"]["cayley_scope"]
+              for p in load_suite(str(path), "cuda").points}
+    assert scopes == {("adamw", "triton"): "layer", ("poetx-fast", "triton"): "model",
+                      ("poetx-fast", "official"): "layer"}
     path.write_text(path.read_text().replace('["none", "cudagraph"]', '["none", "jit"]'))
     with pytest.raises(UserError, match=r"overrides\.adamw\.compile.*jit"):
         load_suite(str(path), "cuda")

@@ -21,6 +21,7 @@ from ..results import OK, read_numbered
 KEY_FIELDS = (
     "kind", "method", "model", "block_size", "seq_len", "batch_size", "dtype", "device",
     "steps", "seed", "in_features", "out_features", "tokens", "backend", "compile", "block_impl",
+    "cayley_scope",
 )
 
 
@@ -102,6 +103,8 @@ class Point:
         if str(self.method).startswith("poetx") and self.cfg("backend"):
             impl = self.cfg("block_impl")
             out.append(str(self.cfg("backend")) + (f"/{impl}" if impl not in (None, "auto") else ""))
+        if self.cfg("cayley_scope") not in (None, "layer"):
+            out.append(f"cayley/{self.cfg('cayley_scope')}")
         if self.cfg("compile") not in (None, "none"):
             out.append(str(self.cfg("compile")))
         return out

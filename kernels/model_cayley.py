@@ -1,0 +1,82 @@
+"""The orthogonal blocks of every POET-X layer of a model in a few batched Cayley evaluations per step.
+
+Why: evaluated layer by layer, a step of Llama-3B runs ~200 small Cayley evaluations (8 launches each, of
+12-72 blocks of 256), latency-bound at 90-210 TFLOP/s; they cost ~15% of the step on an H100
+(reports/h100/speed). Batched over the model, the same products run as a few launches over thousands of
+blocks. The blocks are computed at the start of the model's forward (a forward pre-hook) and each layer
+takes its slice; backward evaluates the Cayley gradient once per chunk, after every layer's backward.
+
+Memory: the blocks themselves are held until each layer's backward either way (the layer saves them). What
+this adds is that the gradients of all blocks wait for the chunk's Cayley backward, and the Cayley
+intermediates (Q, S, ...) are sized by the chunk, not the layer: chunks of at most `max_blocks` blocks
+(layer granularity) bound both.
+
+Switched on by the config key `cayley_scope = "model"` (the default "layer" evaluates per layer).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .layer import POETXTritonLinear
+from .rows import cayley_blocks, tail_blocks
+
+SCOPES = ("layer", "model")
+MAX_BLOCKS = 2048
+
+
+class ModelCayley:
+    """Forward pre-hook on `model` that precomputes the full blocks of its row-design POET-X layers."""
+
+    def __init__(self, model: nn.Module, max_blocks: int = MAX_BLOCKS):
+        self.layers = [m for m in model.modules()
+                       if isinstance(m, POETXTritonLinear) and m.block_impl == "rows" and m.cayley == "neumann"
+                       and m.layout_in.n_full and m.layout_out.n_full and m.layout_in.b == m.layout_out.b]
+        self.chunks = _chunks(self.layers, max_blocks)
+        self.handle = model.register_forward_pre_hook(self._before_forward)
+
+    def remove(self) -> None:
+        self.handle.remove()
+        for layer in self.layers:
+            layer._model_blocks = None
+
+    def _before_forward(self, module, args) -> None:
+        for chunk in self.chunks:
+            packed, sizes = [], []
+            for layer in chunk:
+                for lay, skew in ((layer.layout_in, layer.skew_in), (layer.layout_out, layer.skew_out)):
+                    full, _ = lay.split_params(skew)
+                    packed.append(full)
+                    sizes.append(lay.n_full)
+            first = chunk[0]
+            # one packed tensor (a single concatenation) -> one unpack and one pack launch per chunk
+            g = cayley_blocks(first.layout_in.b, int(first.neumann_terms), torch.cat(packed))
+            parts = g.split(sizes)
+            for i, layer in enumerate(chunk):
+                gi, go = parts[2 * i], parts[2 * i + 1]
+                ti, to = tail_blocks(layer)
+                layer._model_blocks = (gi, ti, go, to)
+
+
+def _chunks(layers: list, max_blocks: int) -> list[list]:
+    """Consecutive layers grouped by (block size, terms, dtype), each group cut at max_blocks blocks."""
+    out, cur, key, count = [], [], None, 0
+    for layer in layers:
+        k = (layer.layout_in.b, int(layer.neumann_terms), layer.skew_in.dtype, layer.skew_in.device)
+        n = layer.layout_in.n_full + layer.layout_out.n_full
+        if cur and (k != key or count + n > max_blocks):
+            out.append(cur)
+            cur, count = [], 0
+        cur.append(layer)
+        key, count = k, count + n
+    if cur:
+        out.append(cur)
+    return out
+
+
+def attach(model: nn.Module, scope: str, max_blocks: int = MAX_BLOCKS) -> ModelCayley | None:
+    """Apply a `cayley_scope` setting to a prepared model: "model" attaches the hook, "layer" does nothing."""
+    if scope not in SCOPES:
+        raise ValueError(f"cayley_scope must be one of {SCOPES}, got {scope!r}")
+    return ModelCayley(model, max_blocks) if scope == "model" else None

@@ -1,0 +1,69 @@
+"""cayley_scope = "model" (kernels/model_cayley.py): the blocks of every POET-X layer of a model computed in
+a few batched Cayley evaluations per step give the same outputs and the same gradients as the per-layer
+evaluation (same algebra and tiles, so equal to fp32 rounding), in chunks of any size, tails included; the
+precomputed blocks are used once per forward. Runs the kernels under TRITON_INTERPRET=1 on CPU."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+pytest.importorskip("triton")
+pytestmark = pytest.mark.usefixtures("triton_interpret")
+
+
+def _model(seed):
+    from poetx_bench.kernels import POETXTritonLinear
+
+    torch.manual_seed(seed)
+    layers = [POETXTritonLinear(64, 96, 32, mode="fast"), nn.GELU(),
+              POETXTritonLinear(96, 80, 32, mode="mem"),  # output side 2 full blocks + a tail of 16
+              nn.GELU(), POETXTritonLinear(80, 64, 32, mode="fast")]
+    model = nn.Sequential(*layers)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, POETXTritonLinear):
+                m.skew_in.normal_(0, 0.05)
+                m.skew_out.normal_(0, 0.05)
+    return model
+
+
+def _loss_and_grads(model, x):
+    loss = model(x).pow(2).mean()
+    loss.backward()
+    return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("max_blocks", [2048, 7])
+def test_model_scope_matches_layer_scope(max_blocks):
+    from poetx_bench.kernels.model_cayley import attach
+
+    x = torch.randn(20, 64, generator=torch.Generator().manual_seed(3))
+    ref_loss, ref_grads = _loss_and_grads(_model(0), x)
+    model = _model(0)
+    hook = attach(model, "model", max_blocks=max_blocks)
+    assert len(hook.layers) == 3
+    hook._before_forward(model, (x,))  # the hook really hands every layer its blocks
+    assert all(m._model_blocks is not None for m in hook.layers)
+    for m in hook.layers:
+        m._model_blocks = None
+    assert (len(hook.chunks) == 1) == (max_blocks == 2048)
+    loss, grads = _loss_and_grads(model, x)
+    assert torch.allclose(loss, ref_loss, rtol=1e-6, atol=0)
+    assert ref_grads.keys() == grads.keys() and any("skew" in k for k in grads)
+    for k in ref_grads:
+        assert torch.allclose(grads[k], ref_grads[k], rtol=1e-5, atol=1e-7), k
+    # the precomputed blocks were consumed by the forward; a second step recomputes them
+    assert all(m._model_blocks is None for m in hook.layers)
+    model.zero_grad()
+    loss2, _ = _loss_and_grads(model, x)
+    assert torch.allclose(loss2, ref_loss, rtol=1e-6, atol=0)
+
+
+def test_layer_scope_attaches_nothing_and_bad_scope_is_refused():
+    from poetx_bench.kernels.model_cayley import attach
+
+    assert attach(_model(0), "layer") is None
+    with pytest.raises(ValueError, match="cayley_scope"):
+        attach(_model(0), "step")

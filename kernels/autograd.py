@@ -31,13 +31,17 @@ class Side:
     """Static description of one side of a layer: layout numbers and its permutation pair (long, on device),
     plus an identity index (the first design's "no permutation" end). Shared by both designs."""
 
-    __slots__ = ("b", "n_full", "tail", "covered", "dim", "perm", "inv", "ident")
+    __slots__ = ("b", "n_full", "tail", "covered", "dim", "perm", "inv")
 
     def __init__(self, layout, perm, inv):
         self.b, self.n_full, self.tail = layout.b, layout.n_full, layout.tail
         self.covered, self.dim = layout.covered, layout.dim
         self.perm, self.inv = perm, inv
-        self.ident = _identity(layout.dim, perm.device)
+
+    @property
+    def ident(self) -> torch.Tensor:
+        """Looked up on use (first design only), so tracing the row design never meets the lru_cache."""
+        return _identity(self.dim, self.perm.device)
 
 
 @functools.lru_cache(maxsize=256)

@@ -44,6 +44,12 @@ def _cdiv(a: int, b: int) -> int:
 
 def to_rows(x2: torch.Tensor, inv: torch.Tensor, perm: torch.Tensor) -> torch.Tensor:
     """(T, D) -> (D, T) with out[j] = x2[:, perm[j]] (equivalently out[inv[d]] = x2[:, d])."""
+    if torch.compiler.is_compiling():
+        return torch.ops.poetx.to_rows(x2, inv, perm)
+    return _to_rows(x2, inv, perm)
+
+
+def _to_rows(x2: torch.Tensor, inv: torch.Tensor, perm: torch.Tensor) -> torch.Tensor:
     T, D = x2.shape
     if not use_kernels(x2) or x2.stride(1) != 1:
         return x2.t().index_select(0, perm)
@@ -54,6 +60,12 @@ def to_rows(x2: torch.Tensor, inv: torch.Tensor, perm: torch.Tensor) -> torch.Te
 
 def from_rows(src: torch.Tensor, inv: torch.Tensor) -> torch.Tensor:
     """(D, T) -> (T, D) with y[:, m] = src[inv[m]] (equivalently y[:, perm[j]] = src[j])."""
+    if torch.compiler.is_compiling():
+        return torch.ops.poetx.from_rows(src, inv)
+    return _from_rows(src, inv)
+
+
+def _from_rows(src: torch.Tensor, inv: torch.Tensor) -> torch.Tensor:
     D, T = src.shape
     if not use_kernels(src):
         return src.index_select(0, inv).t().contiguous()
@@ -83,6 +95,13 @@ def _triu_flat(b: int, device: torch.device) -> torch.Tensor:
 def skew_unpack(packed: torch.Tensor, b: int, out: torch.Tensor | None = None) -> torch.Tensor:
     """(n, b(b-1)/2) packed upper triangles -> dense skew Q (n, b, b) in the packed dtype (into `out`, a
     contiguous (n, b, b) tensor, when given)."""
+    if torch.compiler.is_compiling():
+        q = torch.ops.poetx.skew_unpack(packed, b)
+        return q if out is None else out.copy_(q)
+    return _skew_unpack(packed, b, out)
+
+
+def _skew_unpack(packed: torch.Tensor, b: int, out: torch.Tensor | None = None) -> torch.Tensor:
     n = packed.shape[0]
     if use_kernels(packed) and n and packed.dtype != torch.float64:  # the kernel works in fp32
         q = torch.empty(n, b, b, dtype=packed.dtype, device=packed.device) if out is None else out
@@ -100,6 +119,12 @@ def skew_unpack(packed: torch.Tensor, b: int, out: torch.Tensor | None = None) -
 
 def skew_pack_grad(s: torch.Tensor) -> torch.Tensor:
     """Gradient of the packed parameters from dL/dQ = s (n, b, b): (s - s^T) on the strict upper triangle."""
+    if torch.compiler.is_compiling():
+        return torch.ops.poetx.skew_pack_grad(s)
+    return _skew_pack_grad(s)
+
+
+def _skew_pack_grad(s: torch.Tensor) -> torch.Tensor:
     n, b, _ = s.shape
     if use_kernels(s) and n and s.dtype != torch.float64:  # the kernel works in fp32
         out = torch.empty(n, b * (b - 1) // 2, dtype=s.dtype, device=s.device)
@@ -173,6 +198,14 @@ def bgemm(pairs, c=None, beta: float = 0.0, d=None, delta: float = 0.0, gamma: f
     One `cayley_bgemm_kernel` launch where kernels run (fp32 accumulation, the additive terms in its
     epilogue); the same algebra with torch ops otherwise (float64, CPU without the interpreter, b < 16).
     """
+    if torch.compiler.is_compiling():
+        ops = [t for _, A, B in pairs for t in (A, B)] + [None] * (6 - 2 * len(pairs))
+        return torch.ops.poetx.bgemm(*ops, c, d, [float(a) for a, _, _ in pairs], float(beta), float(delta),
+                                     float(gamma))
+    return _bgemm(pairs, c, beta, d, delta, gamma)
+
+
+def _bgemm(pairs, c=None, beta: float = 0.0, d=None, delta: float = 0.0, gamma: float = 0.0) -> torch.Tensor:
     a0 = pairs[0][1]
     n, b, _ = a0.shape
     if use_kernels(a0) and n and b >= 16 and a0.dtype != torch.float64:
@@ -361,7 +394,7 @@ def layer_blocks(layer):
 
     Blocks precomputed for this forward by a model-level batch (model_cayley.py) are taken once and used.
     Otherwise the full blocks of both sides go through one batched Cayley when their sizes match (the usual
-    case). Tails (a smaller last block) use the reference's recomputed Cayley: few columns, any size.
+    case); tails (a smaller last block) through the same Function at their own size.
     """
     pre = getattr(layer, "_model_blocks", None)
     if pre is not None:
@@ -388,14 +421,14 @@ def layer_blocks(layer):
 
 
 def tail_blocks(layer):
-    """(G_in_tail, G_out_tail) of a Neumann POET-X layer (None where a side has no tail): the reference's
-    recomputed Cayley (few columns, any size)."""
+    """(G_in_tail, G_out_tail) of a Neumann POET-X layer (None where a side has no tail): the same Cayley
+    Function as the full blocks, at the tail's size (torch ops below 16, the kernels with masks above)."""
     terms = int(layer.neumann_terms)
     _, tail_in = layer.layout_in.split_params(layer.skew_in)
     _, tail_out = layer.layout_out.split_params(layer.skew_out)
 
     def tail(packed, r):
-        return None if packed is None else RecomputedOrthogonalBlocks.apply(packed, r, "neumann", terms)
+        return None if packed is None else cayley_blocks(r, terms, packed)
 
     return tail(tail_in, layer.layout_in.tail), tail(tail_out, layer.layout_out.tail)
 
@@ -409,3 +442,6 @@ def poetx_rows_forward(layer, x: torch.Tensor) -> torch.Tensor:
     x2 = x.reshape(-1, x.shape[-1])
     y2 = POETXRowsFunction.apply(x2, gi, gi_t, go, go_t, layer.weight, sides, layer.mode)
     return y2.reshape(*lead, layer.out_features)
+
+
+from . import ops as _ops  # noqa: E402,F401  (registers the torch.library ops above, used while compiling)

@@ -344,3 +344,29 @@ def test_ratios_never_pair_rows_from_different_machines(tmp_path):
     latency_section(points, tmp_path, allow_different_devices=True)
     lat = {r["method"]: r for r in _csv(tmp_path / "tables" / "layer_latency.csv") if r["status"] == "ok"}
     assert lat["poetx-fast"]["linear_over_method"] != ""
+
+
+def test_paper_cells_not_run_are_listed(tmp_path):
+    """A GPU campaign's report lists every paper peak-memory cell it did not measure, with its published
+    value and why (method not in the suite vs no row); a measured cell is not listed; CPU-only results
+    list nothing."""
+    cuda = [r for r in _rows() if (r.get("config") or {}).get("device") == "cuda"
+            and (r.get("config") or {}).get("kind", "train") == "train"
+            and (r.get("config") or {}).get("method") == "adamw" and r.get("status") == "ok"]
+    assert cuda, "fixture has a CUDA AdamW row"
+    row = json.loads(json.dumps(cuda[0]))
+    row["config"].update({"model": "3b", "seq_len": 1024, "batch_size": 1, "dtype": "bfloat16"})
+    out = tmp_path / "gpu"
+    build_report([_write(tmp_path / "gpu.jsonl", [row])], out)
+    sec = _section((out / "report.md").read_text(), "Paper cells not run")
+    recs = _csv(out / "tables" / "paper_not_run.csv")
+    cells = {(r["method"], r["model"], r["seq_len"]) for r in recs}
+    assert ("adamw", "3b", "512") in cells and ("adamw", "3b", "1024") not in cells
+    assert ("poetx-fast", "13b", "2048") in cells
+    galore = next(r for r in recs if r["method"] == "galore")
+    assert "not in the suite" in galore["why"]
+    assert "| adamw | not run: no row" in sec
+    cpu = [r for r in _rows() if (r.get("config") or {}).get("device") == "cpu"]
+    out_cpu = tmp_path / "cpu"
+    build_report([_write(tmp_path / "cpu.jsonl", cpu)], out_cpu)
+    assert "## Paper cells not run" not in (out_cpu / "report.md").read_text()

@@ -138,6 +138,62 @@ def peak_memory_section(points: list[Point], out_dir: Path) -> Section:
     return sec
 
 
+def _our_methods() -> set[str]:
+    """The methods this harness can run (the train-method registry); read here so the report names a paper
+    row it cannot run as such rather than as a cell someone forgot."""
+    from ..reference.methods import METHODS
+
+    return set(METHODS)
+
+
+def paper_not_run_records(points: list[Point]) -> list[dict]:
+    """Every cell of the paper's peak-memory table (one GPU, batch 1, bf16) without a measured point here, with
+    why. Empty unless the results hold at least one point comparable with that table (a CUDA bf16 batch-1
+    training point), so CPU and ad-hoc reports do not list the whole paper."""
+    comparable = [p for p in _train(points) if paper_comparable(p) and p.cfg("device") == "cuda"]
+    if not comparable:
+        return []
+    measured = {(p.method, p.model, p.seq_len, int(p.block_size) if p.block_size else None) for p in comparable}
+    ours = _our_methods()
+    out = []
+    for row in paper.peak_memory().itertuples(index=False):
+        b = None if row.block_size is None or row.block_size is pd.NA else int(row.block_size)
+        if (row.method, row.model, row.seq_len, b) in measured:
+            continue
+        why = ("not run: no row for this cell in these results" if row.method in ours else
+               "not run: the method is not in the suite yet (the baselines issue)")
+        out.append({"method": row.method, "block_size": b, "model": row.model, "seq_len": row.seq_len,
+                    "paper_gb": None if row.status == "oom" else float(row.gb), "paper_status": row.status,
+                    "why": why})
+    return out
+
+
+def paper_not_run_section(points: list[Point], out_dir: Path) -> Section | None:
+    title = "Paper cells not run"
+    records = paper_not_run_records(points)
+    if not records:
+        return None
+    csv = _save_table(frame(records), out_dir, "paper_not_run")
+    rows: dict[tuple, dict[str, str]] = {}
+    columns: list[str] = []
+    for rec in records:
+        key = (rec["method"], rec["block_size"] or 0, rec["why"])
+        col = f"{rec['model']} L{fmt_int(rec['seq_len'])}"
+        if col not in columns:
+            columns.append(col)
+        rows.setdefault(key, {})[col] = "OOM" if rec["paper_status"] == "oom" else fmt_num(rec["paper_gb"])
+    columns.sort(key=lambda c: (names.model_key(c.split(" L")[0]), int(c.split(" L")[1].replace(",", ""))))
+    order = sorted(rows, key=lambda k: (names.method_key(k[0]), k[1]))
+    table = pd.DataFrame([[m + (f" b{b}" if b else ""), why] + [rows[(m, b, why)].get(c, "") for c in columns]
+                          for m, b, why in order], columns=["method", "why"] + columns)
+    sec = Section(title)
+    sec.add(f"Every cell of the paper's peak-memory table (GB, {names.PAPER_CITATION}) that these results do "
+            "not measure, with its published value, so a missing cell reads as not run instead of vanishing. "
+            "Empty cells of this table are cells that were measured (see Peak memory).")
+    sec.add(Table(table, csv=csv))
+    return sec
+
+
 # --- 4. throughput -------------------------------------------------------------------------------
 
 GROUP = ("model", "seq_len", "batch_size", "device", "dtype")

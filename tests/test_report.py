@@ -370,3 +370,15 @@ def test_paper_cells_not_run_are_listed(tmp_path):
     out_cpu = tmp_path / "cpu"
     build_report([_write(tmp_path / "cpu.jsonl", cpu)], out_cpu)
     assert "## Paper cells not run" not in (out_cpu / "report.md").read_text()
+
+
+def test_figures_read_at_1600_px_or_less(report):
+    """Every figure is at most 1600 px wide (16 in at the style's 100 dpi)."""
+    import struct
+
+    _, out = report
+    for name in FIGURES:
+        with open(out / "figures" / f"{name}.png", "rb") as fh:
+            head = fh.read(24)
+        width = struct.unpack(">I", head[16:20])[0]
+        assert width <= 1600, (name, width)

@@ -15,6 +15,7 @@ from .tables import _sort_points, frame, method_label, paper_comparable
 # --- 5. loss curves ------------------------------------------------------------------------------
 
 LINESTYLES = ["-", "--", ":", "-.", (0, (5, 1, 1, 1, 1, 1))]  # same method, different block sizes
+DATA_NAMES = {"default": "corpus", "synthetic": "synthetic"}
 
 
 def loss_section(points: list[Point], out_dir: Path) -> Section:
@@ -22,7 +23,7 @@ def loss_section(points: list[Point], out_dir: Path) -> Section:
     train = _sort_points([p for p in points if p.kind == "train"])
     groups: dict[tuple, list[Point]] = {}
     for p in train:
-        groups.setdefault((p.model, p.seq_len, p.batch_size, p.cfg("device")), []).append(p)
+        groups.setdefault((p.model, p.seq_len, p.batch_size, p.cfg("device"), p.cfg("data", "default")), []).append(p)
     if not any(p.series("losses") or p.metrics.get("eval") for p in train):
         return no_data(title, "no training point has `metrics.losses`.")
     data: list[dict] = []
@@ -34,7 +35,7 @@ def loss_section(points: list[Point], out_dir: Path) -> Section:
         axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
         for ax in axes[n:]:
             ax.set_visible(False)
-        for ax, ((model, seq_len, bs, device), pts) in zip(axes, groups.items()):
+        for ax, ((model, seq_len, bs, device, source), pts) in zip(axes, groups.items()):
             failed = []
             per_method: dict[str, int] = {}
             for p in pts:
@@ -70,13 +71,15 @@ def loss_section(points: list[Point], out_dir: Path) -> Section:
             if failed:
                 ax.text(0.98, 0.98, "\n".join(failed), transform=ax.transAxes, ha="right", va="top", fontsize=7,
                         color="#b00000", bbox={"facecolor": "white", "edgecolor": "#b00000", "linewidth": 0.6})
-            ax.set_title(f"{model} L{seq_len} bs{bs} ({device})", fontsize=9)
+            ax.set_title(f"{model} L{seq_len} bs{bs} ({device}, data: {DATA_NAMES.get(source, source)})", fontsize=9)
             ax.set_xlabel("step (incl. warm-up)")
             ax.set_ylabel("loss")
             if ax.get_legend_handles_labels()[0]:
                 ax.legend(loc="lower left")
         caption = ("Training loss per step (same method at other block sizes: other line styles; faded: point "
-                   "did not finish, status in its legend entry; circles: eval loss; boxed: points without losses).")
+                   "did not finish, status in its legend entry; circles: eval loss; boxed: points without losses). "
+                   "Each panel names its data: 'synthetic' is random tokens for throughput points, whose loss "
+                   "says nothing about learning.")
         figure = style.save(fig, frame(data), out_dir, "loss_curves", caption)
     return Section(title, [figure])
 

@@ -60,8 +60,11 @@ def styled():
         yield
 
 
+MAX_WIDTH_IN = 16.0  # 1600 px at the style's 100 dpi: readable in a browser and on paper
+
+
 def new_figure(width: float = 6.4, height: float = 3.6) -> MplFigure:
-    return MplFigure(figsize=(width, height), layout="constrained")
+    return MplFigure(figsize=(min(width, MAX_WIDTH_IN), height), layout="constrained")
 
 
 def figure_legend(fig: MplFigure, axes) -> None:

@@ -382,3 +382,21 @@ def test_figures_read_at_1600_px_or_less(report):
             head = fh.read(24)
         width = struct.unpack(">I", head[16:20])[0]
         assert width <= 1600, (name, width)
+
+
+def test_paper_latency_only_beside_the_papers_shape(tmp_path):
+    """The paper's layer times stand beside 4096->14336 only: the same point at 4096->4096 gets no paper
+    cell and no measured/paper ratio."""
+    layer = [r for r in _rows() if r.get("kind") == "layer" and r["status"] == "ok"]
+    other = json.loads(json.dumps(layer))
+    for r in other:
+        r["config"]["out_features"] = 4096
+        r["point_id"] = r["point_id"] + "-square"
+    out = tmp_path / "rep"
+    build_report([_write(tmp_path / "layers.jsonl", layer + other)], out)
+    recs = _csv(out / "tables" / "layer_latency.csv")
+    wide = [r for r in recs if r["group"].startswith("4096→14336")]
+    square = [r for r in recs if r["group"].startswith("4096→4096")]
+    assert wide and square
+    assert all(r["paper_fwd_bwd_ms"] for r in wide if r["method"] in ("linear", "poetx-fast"))
+    assert not any(r["paper_fwd_bwd_ms"] or r["ratio"] for r in square)

@@ -157,19 +157,20 @@ def run_scheduled(runner, todo: list[dict], record) -> None:
     Raises KeyboardInterrupt after stopping every running point."""
     opts = runner.opts
     wake = threading.Event()  # a local point finished
+    tasks: list = []  # every task started, registered before its point starts (nothing escapes a stop)
     if opts.slurm:
         slurm = opts.slurm
         n = slurm.get("max_jobs") or (1 if slurm["local"] else len(todo))
         per = slurm["gpus_per_job"]
         slots = [Slot(i, str(i * per) if slurm["local"] and per else None) for i in range(n)]
         executor = _slurm_executor(runner)
-        start = lambda slot, point: SlurmTask(executor, runner, slot, point, len(slots))  # noqa: E731
+        start = lambda slot, point: SlurmTask(executor, runner, slot, point, len(slots), tasks)  # noqa: E731
         poll = SLURM_LOCAL_POLL_S if slurm["local"] else SLURM_POLL_S
         launcher = "slurm"
     else:
         slots = ([Slot(i, g) for i, g in enumerate(opts.gpus)] if opts.gpus
                  else [Slot(i) for i in range(opts.jobs)])
-        start = lambda slot, point: LocalTask(runner, slot, point, len(slots), wake)  # noqa: E731
+        start = lambda slot, point: LocalTask(runner, slot, point, len(slots), wake, tasks)  # noqa: E731
         poll, launcher = LOCAL_POLL_S, "local"
     pending = deque(todo)
     free = deque(slots)
@@ -194,7 +195,7 @@ def run_scheduled(runner, todo: list[dict], record) -> None:
                 free.append(slot)
             running = still
     except BaseException:  # Ctrl-C, SIGTERM, or a harness failure: no point is left running
-        for _, task, _ in running:
+        for task in tasks:
             task.stop()
         raise
 
@@ -203,7 +204,7 @@ class LocalTask:
     """One point in a thread of this process: the thread runs the point's process (Runner.run_point, with
     the slot's environment) and waits for it; this process alone appends the row."""
 
-    def __init__(self, runner, slot: Slot, point: dict, n_slots: int, wake: threading.Event):
+    def __init__(self, runner, slot: Slot, point: dict, n_slots: int, wake: threading.Event, tasks: list):
         self.point = point
         self.runner = copy.copy(runner)
         self.runner.child = None
@@ -211,6 +212,7 @@ class LocalTask:
         self.row = self.error = None
         self.wake = wake
         self.thread = threading.Thread(target=self._run, name=f"point-{slot.index}", daemon=True)
+        tasks.append(self)
         self.thread.start()
 
     def _run(self) -> None:
@@ -289,8 +291,10 @@ def run_point_job(opts, point: dict, env: dict | None = None) -> dict:
 
 
 class SlurmTask:
-    def __init__(self, executor, runner, slot: Slot, point: dict, n_slots: int):
-        self.point, self.runner = point, runner
+    def __init__(self, executor, runner, slot: Slot, point: dict, n_slots: int, tasks: list):
+        self.point, self.runner, self.job = point, runner, None
+        self.finished = False
+        tasks.append(self)
         params = {"timeout_min": _time_limit_min(runner, point)}
         if runner.opts.slurm["local"]:
             params["gpus_per_node"] = runner.opts.slurm["gpus_per_job"]
@@ -309,6 +313,7 @@ class SlurmTask:
     def result(self) -> dict | None:
         if not self.job.done():
             return None
+        self.finished = True
         try:
             return self.job.result()
         except Exception as exc:  # noqa: BLE001 - the job died (Slurm time limit, node failure, ...)
@@ -324,6 +329,8 @@ class SlurmTask:
                 "traceback_tail": tail})
 
     def stop(self) -> None:
+        if self.job is None or self.finished:
+            return
         try:
             self.job.cancel(check=False)
         except Exception:  # noqa: BLE001

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -57,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="sets",
                     help="replace a suite key, e.g. --set steps=300 --set backend=triton (repeatable)")
     _add_run_options(sw)
+    from .launch import add_arguments as add_launch_arguments
+
+    add_launch_arguments(sw)
 
     run = sub.add_parser("run", help="one training point, same row format")
     run.add_argument("--method", required=True)
@@ -110,17 +114,20 @@ def _check_run_options(args) -> None:
 
 
 def cmd_sweep(args) -> int:
+    from .launch import launch_settings
     from .suite import apply_filters, load_suite, parse_sets
 
     _check_run_options(args)
     device = args.device or best_device()
     suite = load_suite(args.suite, device=device, sets=parse_sets(args.sets))
+    launch = launch_settings(args, device, suite.slurm, suite.path)
     points = apply_filters(suite.points, args.filter)
     if suite.gpu and device == "cpu":
         print(f"warning: suite {suite.name} is meant for a GPU; on cpu its points will mostly time out "
               "or run out of memory (run it with --device cuda on a GPU machine)", file=sys.stderr)
     if args.dry_run:
-        _print_plan(suite.name, points, device, args.timeout)
+        _print_plan(suite.name, points, device, args.timeout, slots=len(launch.get("gpus") or [])
+                    or launch.get("jobs") or 1)
         return 0
     if not points:
         raise UserError(f"suite {suite.name}: no points left after filters {args.filter}")
@@ -128,14 +135,15 @@ def cmd_sweep(args) -> int:
     with claim_folder(out, args.resume) as results:
         _prepare_data(points, quiet=args.quiet)
         opts = RunOptions(out_dir=out, resume=args.resume, max_memory_gb=args.max_memory_gb,
-                          timeout=args.timeout, quiet=args.quiet, profile=args.profile, suite_name=suite.name)
+                          timeout=args.timeout, quiet=args.quiet, profile=args.profile, suite_name=suite.name,
+                          **launch)
         print(f"sweep {suite.name}: {len(points)} points on {device} -> {results}", file=sys.stderr)
         rc = Runner(opts).run(points)
         _print_summary(results, points)
     return rc
 
 
-def _print_plan(suite: str, points: list[dict], device: str, timeout: float | None) -> None:
+def _print_plan(suite: str, points: list[dict], device: str, timeout: float | None, slots: int = 1) -> None:
     """--dry-run: each point with its estimate, which a point's timeout caps."""
     total = 0.0
     capped = 0
@@ -149,6 +157,10 @@ def _print_plan(suite: str, points: list[dict], device: str, timeout: float | No
         note = " (its timeout)" if at_limit else ""
         print(f"{p['point_id']}  {describe_point(p['config'])}  ~{est:.0f}s{note}")
     hint = f" ({capped} points capped at their timeout)" if capped else ""
+    if slots > 1:  # a rough share: slots run points concurrently, the longest point is a floor
+        longest = max((min(estimate_seconds(p["config"]), timeout or p["config"].get("timeout") or math.inf)
+                       for p in points), default=0.0)
+        hint += f", about {max(total / slots, longest) / 60:.1f} min on {slots} slots"
     print(f"{len(points)} points in suite {suite} on {device}; estimated {total / 60:.1f} min{hint}")
 
 

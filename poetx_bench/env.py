@@ -38,6 +38,17 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def visible_nvml_handle(pynvml):
+    """NVML handle of the device this process computes on: the first entry of CUDA_VISIBLE_DEVICES (an
+    index or a UUID), else device 0. NVML ignores CUDA_VISIBLE_DEVICES, so a point pinned to GPU 3 (sweep
+    --gpus, which also sets CUDA_DEVICE_ORDER=PCI_BUS_ID so both count alike) must not read GPU 0's
+    memory, clocks and processes."""
+    first = (os.environ.get("CUDA_VISIBLE_DEVICES") or "").split(",")[0].strip()
+    if first.startswith(("GPU-", "MIG-")):
+        return pynvml.nvmlDeviceGetHandleByUUID(first)
+    return pynvml.nvmlDeviceGetHandleByIndex(int(first) if first.isdigit() else 0)
+
+
 def gpu_info(use_torch: bool = True) -> dict:
     """Device name, driver and memory from NVML (and torch when allowed; None fields on CPU).
 
@@ -52,7 +63,7 @@ def gpu_info(use_torch: bool = True) -> dict:
         info["driver"] = drv.decode() if isinstance(drv, bytes) else drv
         info["gpu_count"] = pynvml.nvmlDeviceGetCount()
         if info["gpu_count"]:
-            h = pynvml.nvmlDeviceGetHandleByIndex(0)
+            h = visible_nvml_handle(pynvml)
             name = pynvml.nvmlDeviceGetName(h)
             info["device_name"] = name.decode() if isinstance(name, bytes) else name
             info["gpu_memory_bytes"] = int(pynvml.nvmlDeviceGetMemoryInfo(h).total)
@@ -91,6 +102,7 @@ def static_env(use_torch_cuda: bool = True) -> dict:
         "cpu_count": os.cpu_count(),
         "hostname": socket.gethostname(),
         "platform": platform.platform(),
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
     }
     env.update(gpu_info(use_torch_cuda))
     if env["device_name"] is None:

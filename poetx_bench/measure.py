@@ -143,7 +143,7 @@ class NvmlMonitor:
     """Polls this process's GPU memory from NVML in a thread; records clocks, temperature, throttle reasons
     and whether other processes share the GPU. Every failure degrades to None fields."""
 
-    def __init__(self, interval_s: float = 0.02, index: int = 0):
+    def __init__(self, interval_s: float = 0.02, index: int | None = None):
         self.interval = interval_s
         self.index = index
         self.peak = None
@@ -156,7 +156,12 @@ class NvmlMonitor:
 
             pynvml.nvmlInit()
             self.nvml = pynvml
-            self.handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+            if index is None:  # the device CUDA_VISIBLE_DEVICES pins this process to (sweep --gpus)
+                from .env import visible_nvml_handle
+
+                self.handle = visible_nvml_handle(pynvml)
+            else:
+                self.handle = pynvml.nvmlDeviceGetHandleByIndex(index)
         except Exception:  # noqa: BLE001
             self.nvml = None
 

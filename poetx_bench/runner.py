@@ -33,6 +33,10 @@ class RunOptions:
     quiet: bool = False
     profile: bool = False
     suite_name: str = "adhoc"
+    # several points at once (poetx_bench.launch): GPU ids, CPU slots, Slurm settings
+    gpus: list[str] | None = None
+    jobs: int = 1
+    slurm: dict | None = None
 
 
 def describe_point(cfg: dict) -> str:
@@ -76,6 +80,7 @@ class Runner:
         self.results = opts.out_dir / "results.jsonl"
         self.last_env: dict | None = None
         self.child: subprocess.Popen | None = None
+        self.child_env: dict | None = None  # a slot's environment (launch.py); None: this process's
 
     def log(self, msg: str) -> None:
         if not self.opts.quiet:
@@ -90,16 +95,24 @@ class Runner:
         started = time.monotonic()
         rows = []
         previous = _interrupt_on_termination()
+
+        def record(point: dict, row: dict, t0: float, where: str = "") -> None:
+            append_row(self.results, row)  # the one writer, also when points run concurrently
+            rows.append(row)
+            i = len(rows)
+            eta = (time.monotonic() - started) / i * (len(todo) - i)
+            self.log(f"[{i}/{len(todo)}] {where + ': ' if where else ''}{describe_point(point['config'])}: "
+                     f"{point_summary(row)} ({time.monotonic() - t0:.1f}s, ETA {_fmt_s(eta)})")
+
         try:
-            for i, point in enumerate(todo, 1):
-                t0 = time.monotonic()
-                row = self.run_point(point)
-                append_row(self.results, row)
-                rows.append(row)
-                elapsed = time.monotonic() - started
-                eta = elapsed / i * (len(todo) - i)
-                self.log(f"[{i}/{len(todo)}] {describe_point(point['config'])}: {point_summary(row)} "
-                         f"({time.monotonic() - t0:.1f}s, ETA {_fmt_s(eta)})")
+            if self.opts.gpus or self.opts.jobs > 1 or self.opts.slurm:
+                from .launch import run_scheduled
+
+                run_scheduled(self, todo, record)
+            else:
+                for point in todo:
+                    t0 = time.monotonic()
+                    record(point, self.run_point(point), t0)
         except KeyboardInterrupt:
             self._kill_child()
             self.log(f"interrupted: {len(rows)} finished rows kept in {self.results}")
@@ -134,7 +147,7 @@ class Runner:
         with open(log_path, "w") as log:
             self.child = subprocess.Popen(
                 [sys.executable, "-m", "poetx_bench.child", str(spec_path), str(result_path)],
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=self.child_env)
             try:
                 rc = self.child.wait(timeout=timeout)
             except subprocess.TimeoutExpired:

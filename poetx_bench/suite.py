@@ -39,6 +39,7 @@ COMMON_KEYS = {
     "overrides": (dict, False), "repeats": (int, False), "warmup_steps": (int, False),
     "block_impl": (str, False), "compile": ((str, list), False), "cayley_scope": (str, False),
     "gpu": (bool, False),  # meant for a GPU: planning it on CPU warns
+    "slurm": (dict, False),  # sweep --launcher slurm settings (poetx_bench.launch.SLURM_KEYS); not in points
 }
 TRAIN_KEYS = {
     "models": (list, True), "seq_lens": (list, True), "batch_sizes": (list, True), "steps": (int, False),
@@ -66,6 +67,7 @@ class Suite:
     description: str
     points: list[dict] = field(default_factory=list)
     gpu: bool = False
+    slurm: dict = field(default_factory=dict)
 
 
 def point_id(config: dict) -> str:
@@ -203,7 +205,7 @@ def load_suite(name_or_path: str, device: str = "cpu", sets: dict | None = None)
     for p in points:
         p["point_id"] = point_id(p["config"])
     return Suite(raw.get("name", path.stem), path, kind, raw.get("description", ""), points,
-                 gpu=raw.get("gpu", False))
+                 gpu=raw.get("gpu", False), slurm=raw.get("slurm", {}))
 
 
 def _validate_fixed(src: _Origin, fixed: dict, prefix: str = "") -> None:

@@ -162,9 +162,9 @@ def throughput_records(points: list[Point], allow_different_devices: bool = Fals
     for p in train:
         groups.setdefault(tuple(p.cfg(c) for c in GROUP), []).append(p)
     for key, members in groups.items():
-        adamw = [p for p in members if p.method == "adamw"]
+        adamw = [p for p in members if p.method == names.BASELINE]
         model, seq_len = key[0], key[1]
-        paper_base = paper.throughput_cell("adamw", model, seq_len, None)
+        paper_base = paper.throughput_cell(names.BASELINE, model, seq_len, None)
         for p in members:
             base, other = same_machine(p, adamw, allow_different_devices)
             # AdamW at its best compile setting: the fastest finished AdamW row of the group

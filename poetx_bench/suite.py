@@ -11,10 +11,9 @@ import importlib.util
 import itertools
 import json
 import re
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import tomllib
 
 from .backends import BACKENDS
 from .config_defaults import ADDED_KEY_DEFAULTS, hashed_view

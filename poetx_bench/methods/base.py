@@ -150,7 +150,7 @@ class MergeHook:
 
 
 class CombinedOptimizer:
-    """Several optimizers stepped as one (e.g. Muon for the hidden matrices, AdamW for the rest): the
+    """Several optimizers stepped as one (e.g. a matrix optimizer for the hidden matrices, AdamW for the rest): the
     harness sees one `step`, `zero_grad`, `param_groups` and `state`."""
 
     def __init__(self, *optimizers):

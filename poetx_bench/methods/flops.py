@@ -3,8 +3,8 @@
 Per token, forward + backward, 2 FLOPs per multiply-accumulate:
   dense layers  N_lin = n_layers (4 h^2 + 3 h f) linear weights, lm_head h V.
   attention     12 n_layers h L (QK^T and AV, forward + backward, not halved for causality; PaLM).
-  dense training (AdamW, Muon)  6 (N_lin + h V)  (forward 2, input gradient 2, weight gradient 2);
-                optimizer work (Muon's Newton-Schulz iterations) is not model FLOPs.
+  dense training (every weight trains)  6 (N_lin + h V)  (forward 2, input gradient 2, weight gradient 2);
+                optimizer work (e.g. Newton-Schulz iterations) is not model FLOPs.
   POET family   W0 is frozen, so the dense layers cost 4 N_lin (no weight gradient); lm_head 6 h V;
                 block-diagonal work per linear: forward 2 (in b_in + out b_out), backward twice that
                 (input gradient and block gradient), so 6 (in b_in + out b_out) in all;
@@ -41,7 +41,7 @@ def _common(cfg, seq_len: int, vocab: int):
 
 
 def dense_train_flops(cfg, block_size, tokens: int, seq_len: int, vocab: int) -> float:
-    """Every weight trains (AdamW, Muon): 6 FLOPs per weight per token, plus attention."""
+    """Every weight trains (AdamW and other dense optimizers): 6 FLOPs per weight per token, plus attention."""
     h, _, _, n_lin, attn = _common(cfg, seq_len, vocab)
     return float(tokens * (6 * (n_lin + h * vocab) + attn))
 

@@ -46,6 +46,7 @@ def describe_point(cfg: dict) -> str:
     tags = "".join(f" {k}={cfg[k]}" for k in ("backend", "compile", "block_impl")
                    if cfg.get(k) not in (None, ADDED_KEY_DEFAULTS.get(k))
                    and (k != "backend" or _uses_backend(cfg["method"])))
+    tags += "".join(f" {k}={v}" for k, v in (cfg.get("hparams") or {}).items())
     if cfg["kind"] == "layer":
         return f"{cfg['method']} {cfg['in_features']}->{cfg['out_features']} N{cfg['tokens']}{b}{tags}"
     return f"{cfg['method']} {cfg['model']}{b} L{cfg['seq_len']} B{cfg['batch_size']}{tags}"

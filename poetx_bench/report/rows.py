@@ -112,6 +112,9 @@ class Point:
             out.append(str(self.cfg("backend")) + (f"/{impl}" if impl not in (None, "auto") else ""))
         if self.cfg("compile") not in (None, "none"):
             out.append(str(self.cfg("compile")))
+        hparams = self.cfg("hparams")
+        if isinstance(hparams, dict):  # a method's hyperparameters set by its suite
+            out += [f"{k}={v}" for k, v in hparams.items()]
         return out
 
     def label(self, with_model: bool = True) -> str:

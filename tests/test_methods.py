@@ -79,6 +79,7 @@ def test_muon_has_its_own_colour():
     from poetx_bench.report import style
 
     assert style.method_color("muon") == METHODS["muon"].color
+    assert METHODS["muon"].color not in style._FALLBACK  # no unknown method can share it
     assert len({style.method_color(m) for m in METHODS}) == len(METHODS)
 
 

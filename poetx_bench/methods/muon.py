@@ -43,6 +43,6 @@ def build(model, block_size, hp, ctx) -> Prepared:
 
 
 SPECS = [
-    MethodSpec("muon", "Muon", "#9467bd", "Muon (Nesterov) on the hidden matrices, AdamW on the rest",
+    MethodSpec("muon", "Muon", "#6a3d9a", "Muon (Nesterov) on the hidden matrices, AdamW on the rest",
                build=build, train_flops=dense_train_flops, hparams=HPARAMS),
 ]

@@ -44,11 +44,12 @@ def _peak_reached(device: str) -> int | None:
 
 def skip_reason(cfg: dict) -> str | None:
     """Points that cannot measure what they name are skipped, not silently run as something else."""
-    from .backends import POETX_METHODS
     from .backends import skip_reason as backend_skip
     from .capture import unavailable
+    from .methods import METHODS
 
-    backend = cfg.get("backend") if cfg["method"] in POETX_METHODS else None
+    spec = METHODS.get(cfg["method"])
+    backend = cfg.get("backend") if spec is not None and spec.uses_backend else None
     return (backend_skip(cfg["method"], backend, cfg["device"])
             or unavailable(cfg.get("compile", "none"), cfg["device"], backend))
 

@@ -205,7 +205,7 @@ def _print_summary(results: Path, points: list[dict]) -> None:
 
 
 def cmd_run(args) -> int:
-    from .reference.methods import METHODS
+    from .methods import METHODS
     from .reference.models import MODEL_CONFIGS
     from .suite import TRAIN_DEFAULTS, point_id, resolve_dtype
 
@@ -258,7 +258,7 @@ def _default_block_size(model, uses_blocks: bool) -> int:
 
 
 def cmd_list(args) -> int:
-    from .reference.methods import METHODS
+    from .methods import METHODS
     from .reference.models import MODEL_CONFIGS
     from .suite import list_suites
 
@@ -270,7 +270,8 @@ def cmd_list(args) -> int:
         print(f"  {c.name:6} hidden {c.hidden}, ffn {c.intermediate}, heads {c.n_heads}, layers {c.n_layers}")
     print("methods:")
     for m in METHODS.values():
-        print(f"  {m.name:12} {m.description}")
+        hp = ", ".join(f"{k}={h.default}" for k, h in m.hparams.items())
+        print(f"  {m.name:12} {m.display_name}: {m.description}" + (f" [{hp}]" if hp else ""))
     return 0
 
 
@@ -306,14 +307,10 @@ def main(argv=None) -> int:
     try:
         if args.command in handlers:
             return handlers[args.command](args)
-        if args.command == "report":
+        if args.command in ("report", "figures"):  # figures: the same report, results given as --results
             from .report import cli as report_cli
 
             return report_cli.report_main(args)
-        if args.command == "figures":
-            from .report import cli as report_cli
-
-            return report_cli.figures_main(args)
         if args.command == "gate":
             from . import gate
 

@@ -29,7 +29,7 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def layer_equivalence(fin: int, fout: int, b: int, method: str, dtype: str, device: str, backend: str,
                       seed: int = 0, tokens: int = 257) -> dict:
-    from .backends import make_poetx_layer
+    from .methods import get_method
     from .reference.poet import POETLinear
 
     gen = torch.Generator().manual_seed(seed)
@@ -49,10 +49,7 @@ def layer_equivalence(fin: int, fout: int, b: int, method: str, dtype: str, devi
 
     expected = run(ref, x, gy)
     dt = DTYPES[dtype]
-    if method == "poet":
-        layer = POETLinear(fin, fout, b, dtype=dt, device=device)
-    else:
-        layer = make_poetx_layer(backend, fin, fout, b, method.split("-")[1], dtype=dt, device=device)
+    layer = get_method(method).build_layer(fin, fout, b, {"backend": backend}, device, dt)
     layer.load_state_dict({k: v.to(device=device, dtype=dt if v.is_floating_point() else v.dtype)
                            for k, v in ref.state_dict().items()})
     got = run(layer, x.to(device, dt), gy.to(device, dt))
@@ -68,8 +65,10 @@ def _row(config: dict, metrics: dict, env: dict) -> dict:
 def run_checks(device: str, out: Path, quick: bool = False) -> Path:
     from .kernels import triton_available
     from .kernels._loader import interpret_requested
+    from .methods import METHODS
     from .reference.cayley import neumann_orthogonality_curve
 
+    block_methods = [m for m, spec in METHODS.items() if spec.uses_blocks and spec.build_layer is not None]
     env = environment()
     results = out / "results.jsonl"
     backends = ["torch"]
@@ -79,8 +78,8 @@ def run_checks(device: str, out: Path, quick: bool = False) -> Path:
     dtypes = ["float32"] if quick else list(DTYPES)
     for fin, fout, b in shapes:
         for dtype in dtypes:
-            for method in ("poet", "poetx-fast", "poetx-mem"):
-                for backend in (["torch"] if method == "poet" else backends):
+            for method in block_methods:  # the POET family, from the method registry
+                for backend in (backends if METHODS[method].uses_backend else ["torch"]):
                     cfg = {"kind": "correctness", "check": "layer-equivalence", "method": method,
                            "in_features": fin, "out_features": fout, "block_size": b, "dtype": dtype,
                            "device": device, "backend": backend, "seed": 0}

@@ -113,4 +113,4 @@ def static_env(use_torch_cuda: bool = True) -> dict:
 
 def environment(use_torch_cuda: bool = True) -> dict:
     """Static facts plus the time of this record."""
-    return {**static_env(use_torch_cuda), "time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+    return {**static_env(use_torch_cuda), "time": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")}

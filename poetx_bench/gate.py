@@ -85,17 +85,13 @@ import inspect
 import math
 import statistics
 import sys
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import machines
 from .errors import UserError
 from .report.rows import Point, dedupe, number, read_jsonl, warn
-
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10
-    import tomli as tomllib  # type: ignore[no-redef]
 
 WORSE, BETTER, NOISE, NA, FAILING = "worse", "better", "noise", "not comparable", "newly failing"
 INSUFFICIENT = "insufficient samples"

@@ -15,11 +15,11 @@ import time
 import torch
 from torch import nn
 
-from .backends import make_poetx_layer, run_facts
+from .backends import run_facts
 from .capture import graph_callable
-from .flops import layer_fwd_bwd_flops
+from .flops import LINEAR, layer_fwd_bwd_flops
 from .measure import bf16_peak_flops, summarize
-from .reference.poet import POETLinear
+from .methods import get_method
 from .train_point import DTYPES
 
 CATEGORIES = ("cayley", "permutation", "matmul", "other")
@@ -30,26 +30,14 @@ MATMUL_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::li
 
 
 def build_layer(cfg: dict, device, dtype) -> nn.Module:
+    """nn.Linear, or the method's own single layer (MethodSpec.build_layer), as mid-training."""
     fin, fout, b = cfg["in_features"], cfg["out_features"], cfg.get("block_size")
-    if cfg["method"] == "linear":
+    if cfg["method"] == LINEAR:
         return nn.Linear(fin, fout, bias=False, device=device, dtype=dtype)
-    if cfg["method"] == "poet":
-        layer = POETLinear(fin, fout, b, device=device, dtype=dtype)
-    elif cfg.get("backend") == "official":
-        from .backends import official
-
-        layer = official.build_layer(fin, fout, b, cfg["method"].split("-")[1], device, dtype)
-        with torch.no_grad():  # non-trivial transforms, as mid-training (its permutations start random)
-            layer.oft_R.normal_(0, 1e-2)
-        return layer
-    else:
-        layer = make_poetx_layer(cfg.get("backend", "torch"), fin, fout, b, cfg["method"].split("-")[1],
-                                 block_impl=cfg.get("block_impl", "auto"), device=device, dtype=dtype)
-    layer.redraw_permutations()  # random permutations, as after a merge: gathers are not contiguous
-    with torch.no_grad():  # non-trivial transforms, as mid-training
-        layer.skew_in.normal_(0, 1e-2)
-        layer.skew_out.normal_(0, 1e-2)
-    return layer
+    spec = get_method(cfg["method"])
+    if spec.build_layer is None:
+        raise ValueError(f"method {cfg['method']} has no single-layer form")
+    return spec.build_layer(fin, fout, b, cfg, device, dtype)
 
 
 def _is_block_shaped(shape, b: int | None) -> bool:

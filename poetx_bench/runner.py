@@ -16,7 +16,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .backends import POETX_METHODS
 from .config_defaults import ADDED_KEY_DEFAULTS
 from .env import environment
 from .results import SCHEMA_VERSION, append_row, finished_point_ids, restore_nonfinite
@@ -39,11 +38,19 @@ class RunOptions:
     slurm: dict | None = None
 
 
+def _uses_backend(method: str) -> bool:
+    from .methods import METHODS
+
+    spec = METHODS.get(method)
+    return spec is not None and spec.uses_backend
+
+
 def describe_point(cfg: dict) -> str:
     b = f" b{cfg['block_size']}" if cfg.get("block_size") else ""
     tags = "".join(f" {k}={cfg[k]}" for k in ("backend", "compile", "block_impl")
                    if cfg.get(k) not in (None, ADDED_KEY_DEFAULTS.get(k))
-                   and (k != "backend" or cfg["method"] in POETX_METHODS))
+                   and (k != "backend" or _uses_backend(cfg["method"])))
+    tags += "".join(f" {k}={v}" for k, v in (cfg.get("hparams") or {}).items())
     if cfg["kind"] == "layer":
         return f"{cfg['method']} {cfg['in_features']}->{cfg['out_features']} N{cfg['tokens']}{b}{tags}"
     return f"{cfg['method']} {cfg['model']}{b} L{cfg['seq_len']} B{cfg['batch_size']}{tags}"

@@ -11,21 +11,22 @@ import importlib.util
 import itertools
 import json
 import re
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import tomllib
-
-from .backends import BACKENDS, POETX_METHODS
+from .backends import BACKENDS
 from .config_defaults import ADDED_KEY_DEFAULTS, hashed_view
 from .errors import UserError
-from .reference.methods import METHODS
+from .flops import LINEAR
+from .methods import METHODS
 from .reference.models import MODEL_CONFIGS
 
 # the suites ship as package data of poetx_bench.suites (the repo's suites/ folder in a checkout or an
 # editable install, site-packages otherwise)
 SUITES_DIR = Path(importlib.util.find_spec("poetx_bench.suites").origin).parent
-LAYER_METHODS = ("linear", "poet", "poetx-fast", "poetx-mem")
+# layer suites: nn.Linear beside every method with a single-layer form
+LAYER_METHODS = (LINEAR, *(name for name, spec in METHODS.items() if spec.build_layer is not None))
 DTYPES = ("auto", "float32", "bfloat16", "float16", "float64")
 BLOCK_IMPL_CHOICES = ("auto", "rows", "fused", "torch")  # kernels.BLOCK_IMPLS (no triton import here)
 COMPILE_CHOICES = ("none", "compile", "cudagraph")
@@ -46,6 +47,7 @@ TRAIN_KEYS = {
     "data": (str, False), "eval_every": (int, False), "eval_batches": (int, False),
     "merge_every": (int, False), "tokenizer": (str, False), "vocab_size": (int, False),
     "max_memory_gb": ((int, float), False),
+    "hparams": (dict, False),  # [hparams.METHOD]: the method's own hyperparameters (its schema)
 }
 LAYER_KEYS = {"shapes": (list, True), "tokens": (list, True)}
 # keys a per-method override may change
@@ -192,13 +194,14 @@ def load_suite(name_or_path: str, device: str = "cpu", sets: dict | None = None)
                 raise UserError(f"{src.of('overrides')}: key 'overrides.{m}.{k}' cannot be overridden per method "
                                 f"(allowed: {', '.join(sorted(OVERRIDABLE))})")
             _validate_fixed(src, {k: v}, prefix=f"overrides.{m}.")
+    hparams = _check_hparams(src, raw.get("hparams", {}), methods)
     excludes = raw.get("exclude", [])
     for i, rule in enumerate(excludes):
         if not isinstance(rule, dict) or not rule:
             raise _err(src, f"exclude[{i}]", rule, "must be a non-empty table of key = value")
 
     if kind == "train":
-        points = _train_points(src, raw, fixed, methods, block_sizes, overrides, device)
+        points = _train_points(src, raw, fixed, methods, block_sizes, overrides, device, hparams)
     else:
         points = _layer_points(src, raw, fixed, methods, block_sizes, overrides, device)
     points = [p for p in points if not any(_matches(p, rule) for rule in excludes)]
@@ -206,6 +209,25 @@ def load_suite(name_or_path: str, device: str = "cpu", sets: dict | None = None)
         p["point_id"] = point_id(p["config"])
     return Suite(raw.get("name", path.stem), path, kind, raw.get("description", ""), points,
                  gpu=raw.get("gpu", False), slurm=raw.get("slurm", {}))
+
+
+def _check_hparams(src: _Origin, tables: dict, methods: list) -> dict:
+    """[hparams.METHOD] tables: each key must be in that method's schema (MethodSpec.hparams), with a
+    value of its type."""
+    for m, table in tables.items():
+        if m not in methods:
+            raise _err(src, "hparams", m, "is not one of this suite's methods")
+        if not isinstance(table, dict):
+            raise _err(src, f"hparams.{m}", table, "must be a table")
+        schema = METHODS[m].hparams
+        for k, v in table.items():
+            if k not in schema:
+                raise _err(src, f"hparams.{m}.{k}", v, f"is not a hyperparameter of method '{m}' "
+                           f"(known: {', '.join(schema) or 'none'})")
+            why = schema[k].check(v)
+            if why:
+                raise _err(src, f"hparams.{m}.{k}", v, why)
+    return tables
 
 
 def _validate_fixed(src: _Origin, fixed: dict, prefix: str = "") -> None:
@@ -251,8 +273,10 @@ def _apply_overrides(cfg: dict, overrides: dict, device: str) -> list[dict]:
     single official backend with another compile setting still plans, and skips with its reason)."""
     cfg = {**cfg, **overrides.get(cfg["method"], {})}
     cfg["dtype"] = resolve_dtype(cfg["dtype"], device)
+    spec = METHODS.get(cfg["method"])  # layer suites' nn.Linear is no training method
+    uses_backend = spec is not None and spec.uses_backend
     backends = cfg["backend"] if isinstance(cfg["backend"], list) else [cfg["backend"]]
-    if cfg["method"] not in POETX_METHODS:
+    if not uses_backend:
         backends = backends[:1]
     compiles = cfg["compile"] if isinstance(cfg["compile"], list) else [cfg["compile"]]
     out = []
@@ -262,13 +286,13 @@ def _apply_overrides(cfg: dict, overrides: dict, device: str) -> list[dict]:
         for mode in dict.fromkeys(modes):
             # block_impl / cayley_scope choose among our Triton backend's implementations; elsewhere they stay
             # at their defaults
-            ours = b == "triton" and cfg["method"] in POETX_METHODS
+            ours = b == "triton" and uses_backend
             out.append({**cfg, "backend": b, "compile": mode,
                         **({} if ours else {"block_impl": "auto", "cayley_scope": "layer"})})
     return out
 
 
-def _train_points(src: _Origin, raw, fixed, methods, block_sizes, overrides, device) -> list[dict]:
+def _train_points(src: _Origin, raw, fixed, methods, block_sizes, overrides, device, hparams) -> list[dict]:
     models = raw["models"]
     for m in models:
         if not isinstance(m, str) or m not in MODEL_CONFIGS:
@@ -293,6 +317,8 @@ def _train_points(src: _Origin, raw, fixed, methods, block_sizes, overrides, dev
                 cfg["vocab_size"] = raw["vocab_size"]
             if "max_memory_gb" in raw:
                 cfg["max_memory_gb"] = raw["max_memory_gb"]
+            if hparams.get(method):  # only when set: configs without them keep their point ids
+                cfg["hparams"] = dict(hparams[method])
             points += [{"config": c} for c in _apply_overrides(cfg, overrides, device)]
     return points
 
@@ -306,7 +332,7 @@ def _layer_points(src: _Origin, raw, fixed, methods, block_sizes, overrides, dev
     tokens = _positive_ints(src, "tokens", raw["tokens"])
     points = []
     for method, (fin, fout), n in itertools.product(methods, shapes, tokens):
-        for b in (block_sizes if method != "linear" else [None]):
+        for b in (block_sizes if method != LINEAR else [None]):
             if b is not None and b > min(fin, fout):
                 raise _err(src, "block_sizes", b, f"is larger than the layer shape {fin}x{fout}")
             cfg = {"kind": "layer", "method": method, "in_features": fin, "out_features": fout,
@@ -320,12 +346,37 @@ def _matches(point: dict, rule: dict) -> bool:
     return all(k in cfg and (cfg[k] in v if isinstance(v, list) else cfg[k] == v) for k, v in rule.items())
 
 
-def apply_filters(points: list[dict], filters: list[str]) -> list[dict]:
-    """--filter key=value (repeatable; values compared as strings; a comma means any of)."""
+def apply_filters(points: list[dict], filters: list[str], note=None) -> list[dict]:
+    """--filter key=value (repeatable; values compared as strings; a comma means any of).
+
+    A filter on a key a method does not have (absent or None in its configs, e.g. block_size for AdamW)
+    keeps that method's points, and `note` (default: print to stderr) gets one line saying so; a key no
+    point has is an error (a typo would otherwise keep everything)."""
+    import sys
+
     parsed = []
     for f in filters:
         if "=" not in f:
             raise UserError(f"--filter {f!r}: expected key=value")
         k, v = f.split("=", 1)
         parsed.append((k.strip(), set(v.split(","))))
-    return [p for p in points if all(str(p["config"].get(k)) in vs for k, vs in parsed)]
+    kept_without: dict[str, set] = {}
+    out = []
+    for p in points:
+        cfg = p["config"]
+        keep = True
+        for k, vs in parsed:
+            if cfg.get(k) is None:
+                kept_without.setdefault(k, set()).add(cfg.get("method"))
+            elif str(cfg[k]) not in vs:
+                keep = False
+        if keep:
+            out.append(p)
+    for k, _ in parsed:
+        if points and all(p["config"].get(k) is None for p in points):
+            raise UserError(f"--filter {k}=...: no point of this suite has key '{k}'")
+    if kept_without:
+        line = "; ".join(f"{', '.join(sorted(map(str, ms)))} (no {k})" for k, ms in kept_without.items())
+        msg = f"filter: kept every point of methods without the filtered key: {line}"
+        (note or (lambda m: print(m, file=sys.stderr)))(msg)
+    return out

@@ -13,7 +13,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .backends import POETX_METHODS, poetx_layer_class, run_facts
+from .backends import run_facts
 from .capture import CudaGraphStep, make_capturable
 from .flops import train_step_flops
 from .measure import (
@@ -25,7 +25,7 @@ from .measure import (
     reset_cpu_peak,
     summarize,
 )
-from .reference.methods import prepare
+from .methods import prepare
 from .reference.models import build_model, count_params
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16,
@@ -87,18 +87,12 @@ class Trainer:
         if cfg["seq_len"] > 4096:
             extra["max_seq_len"] = cfg["seq_len"]
         model = build_model(cfg["model"], dtype=dtype, meta=True, **extra)
-        options = {"compute_dtype": dtype}
-        backend = cfg.get("backend", "torch") if cfg["method"] in POETX_METHODS else None
-        if backend == "official":
-            from .backends import official
-
-            self.prepared = official.prepare(model, cfg["method"], cfg.get("block_size"), device, cfg["seed"],
-                                             cfg.get("merge_every", 200))
-        else:
-            if backend:
-                options["poetx_cls"] = poetx_layer_class(backend, cfg.get("block_impl", "auto"))
-            self.prepared = prepare(model, cfg["method"], cfg.get("block_size"), device=device,
-                                    seed=cfg["seed"], merge_every=cfg.get("merge_every", 200), **options)
+        # the method's module wraps the model and builds the optimizer (poetx_bench/methods); the backend
+        # matters only to methods that use one
+        self.prepared = prepare(model, cfg["method"], cfg.get("block_size"), device=device, seed=cfg["seed"],
+                                merge_every=cfg.get("merge_every", 200), hparams=cfg.get("hparams"),
+                                backend=cfg.get("backend", "torch"), block_impl=cfg.get("block_impl", "auto"),
+                                compute_dtype=dtype)
         self.model, self.opt, self.hook = self.prepared
         self.step_no = 0
         self.compile = cfg.get("compile", "none")
@@ -108,7 +102,7 @@ class Trainer:
         else:
             self.forward_model = self.model
         self.model_cayley = None
-        if cfg.get("cayley_scope", "layer") != "layer" and backend == "triton":
+        if cfg.get("cayley_scope", "layer") != "layer" and cfg.get("backend") == "triton":
             from .kernels.model_cayley import attach
 
             self.model_cayley = attach(self.model, cfg["cayley_scope"])

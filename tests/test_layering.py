@@ -46,6 +46,31 @@ def test_kernels_import_only_the_reference():
     assert _violations("kernels", "poetx_bench.kernels", ("poetx_bench.kernels", "poetx_bench.reference")) == []
 
 
+def _forbidden(folder: str, package: str, forbidden: tuple[str, ...]) -> list[str]:
+    bad = []
+    for path in sorted((ROOT / folder).rglob("*.py")):
+        for line, name in _imports(path, package):
+            if name.startswith(forbidden):
+                bad.append(f"{path.relative_to(ROOT)}:{line} imports {name}")
+    return bad
+
+
+def test_methods_import_neither_report_nor_gate():
+    """Methods (poetx_bench/methods) declare how they train, name and colour themselves; the report and the
+    gate read the registry, never the other way round."""
+    assert _forbidden("poetx_bench/methods", "poetx_bench.methods",
+                      ("poetx_bench.report", "poetx_bench.gate")) == []
+
+
+def test_method_checker_can_fail(tmp_path, monkeypatch):
+    pkg = tmp_path / "poetx_bench" / "methods"
+    pkg.mkdir(parents=True)
+    (pkg / "bad.py").write_text("from ..report import style\n\ndef f():\n    import poetx_bench.gate\n")
+    monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
+    assert len(_forbidden("poetx_bench/methods", "poetx_bench.methods",
+                          ("poetx_bench.report", "poetx_bench.gate"))) == 2
+
+
 def test_checker_sees_lazy_imports(tmp_path, monkeypatch):
     """The check must be able to fail: a function-level import of the harness is found."""
     pkg = tmp_path / "reference"

@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from poetx_bench.methods import METHODS, prepare
 from poetx_bench.reference.cayley import (
     cayley_exact,
     cayley_neumann,
@@ -14,7 +15,6 @@ from poetx_bench.reference.cayley import (
 )
 from poetx_bench.reference.convert import convert_model
 from poetx_bench.reference.layer_base import POETLayerBase, trainable_count
-from poetx_bench.reference.methods import METHODS, prepare
 from poetx_bench.reference.models import MODEL_CONFIGS, build_model, count_params
 from poetx_bench.reference.poet import POETLinear
 from poetx_bench.reference.poetx import POETXLinear

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from poetx_bench.reference.methods import METHODS
+from poetx_bench.methods import METHODS
 from poetx_bench.train_point import Trainer
 
 VOCAB = 2048

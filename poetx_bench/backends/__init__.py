@@ -6,7 +6,8 @@ here, and how it builds a layer or converts a model.
     official  the POET-X authors' `poet_torch` (github.com/Sphere-AI-Lab/poet), a peer we measure, never
               vendored: importable from PYTHONPATH or not run (skipped with a reason)
 
-A backend applies to the POET-X methods only (poetx-fast, poetx-mem); other methods ignore the key.
+A backend applies to the methods whose MethodSpec says `uses_backend` (poetx-fast, poetx-mem); other
+methods ignore the key.
 """
 
 from __future__ import annotations
@@ -14,7 +15,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-POETX_METHODS = ("poetx-fast", "poetx-mem")
+from ..methods import METHODS
+
+# the methods a backend applies to, read from the method registry (poetx_bench/methods)
+POETX_METHODS = tuple(name for name, spec in METHODS.items() if spec.uses_backend)
 
 
 @dataclass(frozen=True)

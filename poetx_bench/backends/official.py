@@ -87,7 +87,7 @@ class OfficialMergeHook:
 
 def prepare(model: nn.Module, method: str, block_size: int, device, seed: int | None, merge_every: int):
     """Materialise our Llama, let poet_torch replace its Linear layers (lm_head excluded, as its default),
-    and build its optimizer. Returns (model, optimizer, hook) like reference.methods.prepare."""
+    and build its optimizer. Returns (model, optimizer, hook) like poetx_bench.methods.prepare."""
     from poet_torch import POETConfig, get_poet_optimizer, replace_linear_with_poet
 
     from ..reference.models import materialize

@@ -113,8 +113,8 @@ def memory_breakdown_section(points: list[Point], out_dir: Path) -> Section:
                         ax.bar(x, gb, bottom=bottom, width=0.8, color=style.COMPONENT_COLORS[comp],
                                alpha=style.PAPER_ALPHA, hatch=style.PAPER_HATCH, edgecolor="white", linewidth=0.4)
                         data.append({"source": "paper", "model": model, "method": p.method,
-                                     "block_size": paper.BREAKDOWN_CONFIG["block_size"] if p.method != "adamw"
-                                     else None, "seq_len": paper.BREAKDOWN_CONFIG["seq_len"], "batch_size": 1,
+                                     "block_size": paper.BREAKDOWN_CONFIG["block_size"]
+                                     if names.uses_blocks(p.method) else None, "seq_len": paper.BREAKDOWN_CONFIG["seq_len"], "batch_size": 1,
                                      "status": "ok", "component": comp, "gb": gb})
                         bottom += gb
                     ax.text(x, bottom, fmt_num(bottom, 1), ha="center", va="bottom", fontsize=6.5)

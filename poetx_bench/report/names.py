@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import re
 
+from ..flops import LINEAR
+from ..methods import BASELINE_METHOD, METHODS
 from .rows import number
 
 GB_BYTES = 2**30
@@ -51,7 +53,9 @@ COMPONENTS = ["frozen_params", "trainable_params", "gradients", "optimizer_state
 LATENCY_OPS = ["cayley", "permutation", "matmul", "other"]
 PHASES = ["forward", "backward"]
 
-METHOD_ORDER = ["linear", "adamw", "adamw-mixed", "poet", "poetx-fast", "poetx-mem"]
+# the layer suites' nn.Linear, then the methods in registry order (poetx_bench/methods)
+METHOD_ORDER = [LINEAR, *METHODS]
+BASELINE = BASELINE_METHOD  # what "relative to AdamW" divides by
 MODEL_ORDER = ["tiny", "60m", "130m", "350m", "1b", "3b", "8b", "13b"]
 STATUS_ORDER = ["ok", "oom", "error", "timeout", "diverged", "skipped"]
 
@@ -62,6 +66,18 @@ def paper_method(name: str) -> str:
     if name in PAPER_METHODS:
         return PAPER_METHODS[name]
     return re.sub(r"\s+", "-", name.lower())
+
+
+def display_name(method) -> str:
+    """A method's display name from the registry ('POET-X (fast)'); other names as given."""
+    spec = METHODS.get(str(method))
+    return spec.display_name if spec else str(method)
+
+
+def uses_blocks(method) -> bool:
+    """Whether the method has a block size (its MethodSpec says so)."""
+    spec = METHODS.get(str(method))
+    return bool(spec and spec.uses_blocks)
 
 
 def paper_model(name: str) -> str:

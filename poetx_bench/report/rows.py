@@ -96,17 +96,28 @@ class Point:
         return _int(self.cfg("batch_size"))
 
     @property
+    def uses_backend(self) -> bool:
+        """Whether the POET-X backend registry applies to this row's method (its MethodSpec says so)."""
+        from ..methods import METHODS
+
+        spec = METHODS.get(str(self.method))
+        return spec is not None and spec.uses_backend
+
+    @property
     def tags(self) -> list[str]:
         """What runs beside the method, where it is not the default: the POET-X backend (and a
         non-default block implementation), a whole-step capture mode."""
         out = []
-        if str(self.method).startswith("poetx") and self.cfg("backend"):
+        if self.uses_backend and self.cfg("backend"):
             impl = self.cfg("block_impl")
             out.append(str(self.cfg("backend")) + (f"/{impl}" if impl not in (None, "auto") else ""))
         if self.cfg("cayley_scope") not in (None, "layer"):
             out.append(f"cayley/{self.cfg('cayley_scope')}")
         if self.cfg("compile") not in (None, "none"):
             out.append(str(self.cfg("compile")))
+        hparams = self.cfg("hparams")
+        if isinstance(hparams, dict):  # a method's hyperparameters set by its suite
+            out += [f"{k}={v}" for k, v in hparams.items()]
         return out
 
     def label(self, with_model: bool = True) -> str:

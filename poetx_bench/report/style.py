@@ -19,18 +19,14 @@ import matplotlib.style  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure as MplFigure  # noqa: E402
 
+from ..flops import LINEAR  # noqa: E402
+from ..methods import METHODS  # noqa: E402
 from .document import Figure, write_csv  # noqa: E402
 
 FIGURES_DIR = "figures"
 
-METHOD_COLORS = {
-    "linear": "#7f7f7f",
-    "adamw": "#1f77b4",
-    "adamw-mixed": "#17becf",
-    "poet": "#d62728",
-    "poetx-fast": "#ff7f0e",
-    "poetx-mem": "#2ca02c",
-}
+# each method's colour is declared by the method (poetx_bench/methods); nn.Linear of layer suites is grey
+METHOD_COLORS = {LINEAR: "#7f7f7f", **{name: spec.color for name, spec in METHODS.items()}}
 _FALLBACK = ["#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#393b79", "#637939", "#843c39", "#7b4173"]
 
 COMPONENT_COLORS = {

@@ -141,7 +141,7 @@ def peak_memory_section(points: list[Point], out_dir: Path) -> Section:
 def _our_methods() -> set[str]:
     """The methods this harness can run (the train-method registry); read here so the report names a paper
     row it cannot run as such rather than as a cell someone forgot."""
-    from ..reference.methods import METHODS
+    from ..methods import METHODS
 
     return set(METHODS)
 
@@ -218,9 +218,9 @@ def throughput_records(points: list[Point], allow_different_devices: bool = Fals
     for p in train:
         groups.setdefault(tuple(p.cfg(c) for c in GROUP), []).append(p)
     for key, members in groups.items():
-        adamw = [p for p in members if p.method == "adamw"]
+        adamw = [p for p in members if p.method == names.BASELINE]
         model, seq_len = key[0], key[1]
-        paper_base = paper.throughput_cell("adamw", model, seq_len, None)
+        paper_base = paper.throughput_cell(names.BASELINE, model, seq_len, None)
         for p in members:
             base, other = same_machine(p, adamw, allow_different_devices)
             # AdamW at its best compile setting: the fastest finished AdamW row of the group

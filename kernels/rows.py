@@ -351,23 +351,25 @@ class POETXRowsFunction(torch.autograd.Function):
     """x2 (T, D_in) -> y2 (T, D_out) given the orthogonal blocks of both sides (module docstring)."""
 
     @staticmethod
-    def forward(ctx, x2, gi, gi_t, go, go_t, weight, sides, mode):
+    def forward(ctx, x2, gi, gi_t, go, go_t, weight, scale, sides, mode):
         s_in, s_out = sides
         dt = x2.dtype
         gi_c, go_c = gi.to(dt), go.to(dt)
-        h_t = weight @ rows_apply(to_rows(x2, s_in.inv, s_in.perm), gi_c, gi_t, s_in, transpose=False)
+        h_t = _w0(weight, scale, dt) @ rows_apply(to_rows(x2, s_in.inv, s_in.perm), gi_c, gi_t, s_in,
+                                                  transpose=False)
         y = from_rows(rows_apply(h_t, go_c, go_t, s_out, transpose=False), s_out.inv)
         ctx.sides, ctx.mode = sides, mode
-        ctx.save_for_backward(x2, h_t if mode == "fast" else None, gi, gi_t, go, go_t, weight)
+        ctx.save_for_backward(x2, h_t if mode == "fast" else None, gi, gi_t, go, go_t, weight, scale)
         return y
 
     @staticmethod
     def backward(ctx, gy):
-        x2, h_t, gi, gi_t, go, go_t, weight = ctx.saved_tensors
+        x2, h_t, gi, gi_t, go, go_t, weight, scale = ctx.saved_tensors
         s_in, s_out = ctx.sides
         need_x, need_gi, need_git, need_go, need_got = ctx.needs_input_grad[:5]
         dt = x2.dtype
         gi_c, go_c = gi.to(dt), go.to(dt)
+        weight = _w0(weight, scale, dt)  # POET-XQ: dequantized for this backward only
         a_t = to_rows(x2, s_in.inv, s_in.perm)
         if h_t is None:  # mem mode: recompute the GEMM output
             h_t = weight @ rows_apply(a_t, gi_c, gi_t, s_in, transpose=False)
@@ -382,7 +384,17 @@ class POETXRowsFunction(torch.autograd.Function):
             if need_x:
                 gx = from_rows(rows_apply(gc_t, gi_c, gi_t, s_in, transpose=True), s_in.inv)
         return (gx, _cast(g_gi, gi), _cast(g_git, gi_t), _cast(g_go, go), _cast(g_got, go_t),
-                None, None, None)
+                None, None, None, None)
+
+
+def dequantize_rows(q: torch.Tensor, scale: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """q * scale[:, None] in `dtype` (int8 values are exact in bf16/fp16/fp32: one rounding, at the product)."""
+    return torch.mul(q.to(dtype), scale.to(dtype)[:, None])
+
+
+def _w0(weight: torch.Tensor, scale: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:
+    """W0 in the compute dtype: as stored, or dequantized from int8 rows (POET-XQ, quantized.py)."""
+    return weight if scale is None else dequantize_rows(weight, scale, dtype)
 
 
 def _cast(g, like):
@@ -440,7 +452,8 @@ def poetx_rows_forward(layer, x: torch.Tensor) -> torch.Tensor:
              Side(layer.layout_out, layer.perm_out, layer.inv_perm_out))
     lead = x.shape[:-1]
     x2 = x.reshape(-1, x.shape[-1])
-    y2 = POETXRowsFunction.apply(x2, gi, gi_t, go, go_t, layer.weight, sides, layer.mode)
+    y2 = POETXRowsFunction.apply(x2, gi, gi_t, go, go_t, layer.weight, getattr(layer, "weight_scale", None),
+                                 sides, layer.mode)
     return y2.reshape(*lead, layer.out_features)
 
 

@@ -18,6 +18,7 @@ _MODULES = (
     "adamw",
     "poet",
     "poetx",
+    "poetxq",
     "muon",
 )
 

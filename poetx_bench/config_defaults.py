@@ -7,7 +7,10 @@ A key at this default is left out of a point's id (suite.point_id), so adding a 
 ADDED_KEY_DEFAULTS = {
     "compile": "none",      # whole-step capture: none | compile | cudagraph
     "block_impl": "auto",   # how our POET-X backends run the block/permutation work (backend's choice)
+    "nproc": 1,             # processes (GPUs) per train point; > 1 runs under torchrun
+    "parallel": "ddp",      # data parallelism of a multi-process point: ddp | fsdp (FSDP2 fully_shard)
 }
+TRAIN_ONLY_KEYS = ("nproc", "parallel")
 
 
 def with_defaults(config: dict) -> dict:

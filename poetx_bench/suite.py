@@ -17,7 +17,7 @@ from pathlib import Path
 import tomllib
 
 from .backends import BACKENDS, POETX_METHODS
-from .config_defaults import ADDED_KEY_DEFAULTS, hashed_view
+from .config_defaults import ADDED_KEY_DEFAULTS, TRAIN_ONLY_KEYS, hashed_view
 from .errors import UserError
 from .reference.methods import METHODS
 from .reference.models import MODEL_CONFIGS
@@ -29,6 +29,7 @@ LAYER_METHODS = ("linear", "poet", "poetx-fast", "poetx-mem")
 DTYPES = ("auto", "float32", "bfloat16", "float16", "float64")
 BLOCK_IMPL_CHOICES = ("auto", "rows", "fused", "torch")  # kernels.BLOCK_IMPLS (no triton import here)
 COMPILE_CHOICES = ("none", "compile", "cudagraph")
+PARALLEL_CHOICES = ("ddp", "fsdp")  # distributed.PARALLEL_CHOICES (no torch.distributed import here)
 
 # key -> (expected python type(s), required?)
 COMMON_KEYS = {
@@ -44,17 +45,18 @@ TRAIN_KEYS = {
     "data": (str, False), "eval_every": (int, False), "eval_batches": (int, False),
     "merge_every": (int, False), "tokenizer": (str, False), "vocab_size": (int, False),
     "max_memory_gb": ((int, float), False),
+    "nproc": ((int, list), False), "parallel": ((str, list), False),
 }
 LAYER_KEYS = {"shapes": (list, True), "tokens": (list, True)}
 # keys a per-method override may change
 OVERRIDABLE = {"steps", "warmup_steps", "dtype", "backend", "merge_every", "timeout", "eval_every",
-               "repeats", "max_memory_gb", "block_impl", "compile"}
+               "repeats", "max_memory_gb", "block_impl", "compile", "nproc", "parallel"}
 
 TRAIN_DEFAULTS = {"steps": 10, "warmup_steps": 3, "dtype": "auto", "seed": 0, "data": "default",
                   "eval_every": 0, "eval_batches": 2, "merge_every": 200, "backend": "torch",
                   "tokenizer": "bpe", "timeout": 1800, **ADDED_KEY_DEFAULTS}
 LAYER_DEFAULTS = {"dtype": "auto", "seed": 0, "backend": "torch", "repeats": 50, "warmup_steps": 10,
-                  "timeout": 900, **ADDED_KEY_DEFAULTS}
+                  "timeout": 900, **{k: v for k, v in ADDED_KEY_DEFAULTS.items() if k not in TRAIN_ONLY_KEYS}}
 
 
 @dataclass
@@ -228,6 +230,14 @@ def _validate_fixed(src: _Origin, fixed: dict, prefix: str = "") -> None:
             for v in (value if isinstance(value, list) else [value]) or [None]:
                 if v not in COMPILE_CHOICES:
                     raise _err(src, prefix + key, v, f"must be one of {', '.join(COMPILE_CHOICES)} (or a list of them)")
+        if key == "nproc":
+            for v in (value if isinstance(value, list) else [value]) or [None]:
+                if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+                    raise _err(src, prefix + key, v, "must be a positive integer (or a list of them)")
+        if key == "parallel":
+            for v in (value if isinstance(value, list) else [value]) or [None]:
+                if v not in PARALLEL_CHOICES:
+                    raise _err(src, prefix + key, v, f"must be one of {', '.join(PARALLEL_CHOICES)} (or a list of them)")
         if key == "tokenizer" and value not in ("bpe", "byte"):
             raise _err(src, prefix + key, value, "must be 'bpe' or 'byte'")
 
@@ -256,9 +266,24 @@ def _apply_overrides(cfg: dict, overrides: dict, device: str) -> list[dict]:
         modes = ["none"] if b == "official" and side_by_side else compiles
         for mode in dict.fromkeys(modes):
             # block_impl chooses among our Triton backend's implementations; elsewhere it stays at its default
-            out.append({**cfg, "backend": b, "compile": mode,
-                        **({} if b == "triton" and cfg["method"] in POETX_METHODS else {"block_impl": "auto"})})
+            base = {**cfg, "backend": b, "compile": mode,
+                    **({} if b == "triton" and cfg["method"] in POETX_METHODS else {"block_impl": "auto"})}
+            out += _parallel_variants(base)
     return out
+
+
+def _parallel_variants(cfg: dict) -> list[dict]:
+    """One config per (nproc, parallel) of list-valued keys; a single-process point has no parallelism to
+    choose, so it keeps parallel at its default (one point, and the id it had before these keys)."""
+    if "nproc" not in cfg:  # layer points
+        return [cfg]
+    nprocs = cfg["nproc"] if isinstance(cfg["nproc"], list) else [cfg["nproc"]]
+    parallels = cfg["parallel"] if isinstance(cfg["parallel"], list) else [cfg["parallel"]]
+    out = {}
+    for n in nprocs:
+        for par in (parallels if n > 1 else [ADDED_KEY_DEFAULTS["parallel"]]):
+            out[(n, par)] = {**cfg, "nproc": n, "parallel": par}
+    return list(out.values())
 
 
 def _train_points(src: _Origin, raw, fixed, methods, block_sizes, overrides, device) -> list[dict]:

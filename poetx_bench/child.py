@@ -64,6 +64,11 @@ def multiprocess_skip_reason(cfg: dict, backend: str | None) -> str | None:
         return "compile = cudagraph runs single-process only (nproc = 1): no collectives inside the captured step"
     if backend == "official":
         return "backend = official runs single-process only (its merge draws from rank-local RNG state)"
+    if cfg["device"] == "cuda":
+        import torch
+
+        if torch.cuda.device_count() < cfg["nproc"]:
+            return f"nproc = {cfg['nproc']} needs {cfg['nproc']} GPUs, {torch.cuda.device_count()} visible"
     return None
 
 
@@ -76,14 +81,14 @@ def run(spec: dict) -> dict:
     result = {"status": "ok", "metrics": {}, "error": None, "artifacts": {}}
     world = World()
     try:
-        if launched_world().distributed:  # one rank of a torchrun launch (runner: nproc > 1)
-            world = init(cfg["device"], cfg.get("parallel", "ddp"))
         result["env"] = environment()
         reason = skip_reason(cfg)
         if reason:
             result["status"] = "skipped"
             result["error"] = {"type": "Skipped", "message": reason, "traceback_tail": ""}
             return result
+        if launched_world().distributed:  # one rank of a torchrun launch (runner: nproc > 1)
+            world = init(cfg["device"], cfg.get("parallel", "ddp"))
         cap_gb = spec.get("max_memory_gb") or cfg.get("max_memory_gb")
         _apply_memory_cap(cfg, cap_gb)
         if cfg["kind"] == "layer":

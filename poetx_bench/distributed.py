@@ -85,10 +85,15 @@ def shard_blocks(model: nn.Module) -> list[nn.Module]:
 def wrap(model: nn.Module, optimizer: torch.optim.Optimizer, world: World, device: torch.device):
     """(module to call for training steps, optimizer over the wrapped parameters)."""
     if world.parallel == "ddp":
+        import inspect
+
         from torch.nn.parallel import DistributedDataParallel as DDP
 
-        ddp = DDP(model, device_ids=[device.index] if device.type == "cuda" else None,
-                  broadcast_buffers=False)
+        # no buffer sync in forward: the permutation buffers are the same on every rank by construction
+        # (tests/test_distributed.py checks it), syncing would only hide a broken merge
+        no_sync = ("forward_sync_buffers" if "forward_sync_buffers" in inspect.signature(DDP).parameters
+                   else "broadcast_buffers")
+        ddp = DDP(model, device_ids=[device.index] if device.type == "cuda" else None, **{no_sync: False})
         return ddp, optimizer
     if world.parallel != "fsdp":
         raise ValueError(f"parallel must be one of {PARALLEL_CHOICES}, got {world.parallel!r}")

@@ -38,7 +38,8 @@ class RunOptions:
 def describe_point(cfg: dict) -> str:
     b = f" b{cfg['block_size']}" if cfg.get("block_size") else ""
     tags = "".join(f" {k}={cfg[k]}" for k in ("backend", "compile", "block_impl", "nproc", "parallel")
-                   if cfg.get(k) not in (None, ADDED_KEY_DEFAULTS.get(k))
+                   if (cfg.get(k) not in (None, ADDED_KEY_DEFAULTS.get(k))
+                       or (k == "parallel" and cfg.get("nproc", 1) > 1))
                    and (k != "backend" or cfg["method"] in POETX_METHODS))
     if cfg["kind"] == "layer":
         return f"{cfg['method']} {cfg['in_features']}->{cfg['out_features']} N{cfg['tokens']}{b}{tags}"

@@ -19,8 +19,8 @@ from .distributed import World
 from .flops import train_step_flops
 from .measure import (
     NvmlMonitor,
-    _nbytes,
     StepTimer,
+    _nbytes,
     bf16_peak_flops,
     cpu_peak_rss,
     memory_breakdown,

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import __version__
-from . import fig_checks, fig_latency, fig_memory, fig_training, names, tables, writer
+from . import fig_checks, fig_latency, fig_memory, fig_training, names, scaling, tables, writer
 from .document import Figure, Section
 from .rows import Point, dedupe, find_result_files, read_jsonl, warn
 
@@ -49,6 +49,7 @@ def build_sections(points: list[Point], out_dir: Path, superseded: int = 0,
               allow_different_devices),
         _safe(tables.throughput_section, "Throughput (relative to AdamW)", points, out_dir,
               allow_different_devices),
+        _safe(scaling.scaling_section, "Multi-process scaling", points, out_dir, allow_different_devices),
         _safe(fig_training.loss_section, "Loss curves", points, out_dir),
         _safe(fig_training.block_sweep_section, "Block-size sweep", points, out_dir),
         _safe(fig_checks.host_device_section, "Host versus device time", points, out_dir),

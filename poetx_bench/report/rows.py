@@ -21,6 +21,7 @@ from ..results import OK, read_numbered
 KEY_FIELDS = (
     "kind", "method", "model", "block_size", "seq_len", "batch_size", "dtype", "device",
     "steps", "seed", "in_features", "out_features", "tokens", "backend", "compile", "block_impl",
+    "nproc", "parallel",
 )
 
 
@@ -104,7 +105,14 @@ class Point:
             out.append(str(self.cfg("backend")) + (f"/{impl}" if impl not in (None, "auto") else ""))
         if self.cfg("compile") not in (None, "none"):
             out.append(str(self.cfg("compile")))
+        if (self.nproc or 1) > 1:
+            out.append(f"{self.cfg('parallel')}x{self.nproc}")
         return out
+
+    @property
+    def nproc(self) -> int | None:
+        """Processes (GPUs) of the point; 1 for rows recorded before the key existed."""
+        return _int(self.cfg("nproc"))
 
     def label(self, with_model: bool = True) -> str:
         """Short human label, e.g. 'poetx-fast b256 8b L1024 bs1'."""

@@ -140,7 +140,7 @@ def peak_memory_section(points: list[Point], out_dir: Path) -> Section:
 
 # --- 4. throughput -------------------------------------------------------------------------------
 
-GROUP = ("model", "seq_len", "batch_size", "device", "dtype")
+GROUP = ("model", "seq_len", "batch_size", "device", "dtype", "nproc", "parallel")
 
 
 def same_machine(p: Point, refs: list[Point], allow_different_devices: bool = False) -> tuple[list[Point], str]:

@@ -105,7 +105,7 @@ def run(spec: dict) -> dict:
                 result["error"] = {"type": "Diverged", "message": "non-finite loss",
                                    "traceback_tail": ""}
             if spec.get("profile_dir") and world.distributed:
-                result["artifacts"] = {"profile": "not run: --profile covers single-process points only"}
+                metrics["profile_skipped"] = "--profile covers single-process points only"
             elif spec.get("profile_dir"):
                 from .profiling import profile_trainer
 

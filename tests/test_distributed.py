@@ -153,3 +153,19 @@ def test_report_scaling_efficiency(tmp_path):
     assert rec["scaling_efficiency"] == pytest.approx(0.75) and rec["single_point_id"] == "a"
     assert rec["peak_per_rank_vs_single"] == pytest.approx(0.8)
     assert "fsdpx2" in two.label()
+
+
+def test_oom_on_a_rank_makes_the_point_oom(tmp_path):
+    """A multi-process point whose ranks run out of memory (a tiny --max-memory-gb cap) is recorded `oom`,
+    with the failing rank named, not as a crash of the launcher."""
+    import subprocess
+
+    out = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-m", "poetx_bench", "sweep", "--suite", "multi-cpu", "--device",
+                           "cpu", "--out", str(out), "--quiet", "--filter", "nproc=2", "--filter",
+                           "method=adamw", "--filter", "parallel=ddp", "--max-memory-gb", "0.02"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (row,) = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert row["status"] == "oom", row.get("error")
+    assert row["metrics"]["failed_rank"] in (0, 1) and row["metrics"]["nproc"] == 2

@@ -153,6 +153,10 @@ def test_report_scaling_efficiency(tmp_path):
     assert rec["scaling_efficiency"] == pytest.approx(0.75) and rec["single_point_id"] == "a"
     assert rec["peak_per_rank_vs_single"] == pytest.approx(0.8)
     assert "fsdpx2" in two.label()
+    from poetx_bench.report.scaling import scaling_section
+
+    assert scaling_section([one, two], tmp_path).has_data and (tmp_path / "tables" / "scaling.csv").is_file()
+    assert scaling_section([one], tmp_path) is None  # no multi-process rows: no section
 
 
 def test_oom_on_a_rank_makes_the_point_oom(tmp_path):

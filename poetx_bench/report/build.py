@@ -40,8 +40,9 @@ def _safe(builder, title: str, *args) -> Section:
 def build_sections(points: list[Point], out_dir: Path, superseded: int = 0,
                    allow_different_devices: bool = False) -> list[Section]:
     """Every section; ratios between rows (vs AdamW, linear/method) pair only rows from the same device
-    model and memory cap unless allow_different_devices."""
-    return [
+    model and memory cap unless allow_different_devices. Multi-process scaling appears only where there
+    are multi-process rows."""
+    sections = [
         _safe(tables.status_section, "Status summary", points, out_dir, superseded),
         _safe(tables.peak_memory_section, "Peak memory (GB)", points, out_dir),
         _safe(fig_memory.memory_breakdown_section, "Memory breakdown", points, out_dir),
@@ -56,6 +57,7 @@ def build_sections(points: list[Point], out_dir: Path, superseded: int = 0,
         _safe(fig_checks.correctness_section, "Correctness", points, out_dir),
         _safe(tables.environment_section, "Environment", points, out_dir),
     ]
+    return [s for s in sections if s is not None]
 
 
 def build_report(paths, out_dir, title: str = DEFAULT_TITLE, allow_different_devices: bool = False) -> ReportResult:

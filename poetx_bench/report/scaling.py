@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from .. import machines
-from .document import MISSING, Section, Table, fmt_int, fmt_num, no_data
+from .document import MISSING, Section, Table, fmt_int, fmt_num
 from .rows import KEY_FIELDS, Point
 
 IGNORED = ("nproc", "parallel")
@@ -52,13 +52,14 @@ def scaling_records(points: list[Point], allow_different_devices: bool = False) 
     return records
 
 
-def scaling_section(points: list[Point], out_dir: Path, allow_different_devices: bool = False) -> Section:
+def scaling_section(points: list[Point], out_dir: Path, allow_different_devices: bool = False) -> Section | None:
+    """The section, or None (left out of the report) when no row has nproc > 1."""
     from .tables import _save_table, frame
 
     title = "Multi-process scaling"
     records = scaling_records(points, allow_different_devices)
     if not records:
-        return no_data(title, "no multi-process (nproc > 1) training points.")
+        return None
     csv = _save_table(frame(records), out_dir, "scaling")
     shown = [{
         "point": r["point"], "N": fmt_int(r["nproc"]), "status": r["status"],

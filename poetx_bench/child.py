@@ -23,7 +23,7 @@ def _apply_memory_cap(cfg: dict, cap_gb: float | None) -> None:
     from .measure import cap_cpu_memory
 
     if cfg["device"] == "cuda":
-        total = torch.cuda.get_device_properties(0).total_memory
+        total = torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory
         torch.cuda.set_per_process_memory_fraction(min(1.0, cap_gb * 1024**3 / total))
     else:
         cap_cpu_memory(int(cap_gb * 1024**3))
@@ -51,15 +51,36 @@ def skip_reason(cfg: dict) -> str | None:
     spec = METHODS.get(cfg["method"])
     backend = cfg.get("backend") if spec is not None and spec.uses_backend else None
     return (backend_skip(cfg["method"], backend, cfg["device"])
-            or unavailable(cfg.get("compile", "none"), cfg["device"], backend))
+            or unavailable(cfg.get("compile", "none"), cfg["device"], backend)
+            or multiprocess_skip_reason(cfg, backend))
+
+
+def multiprocess_skip_reason(cfg: dict, backend: str | None) -> str | None:
+    """What a multi-process point (nproc > 1) cannot run."""
+    if cfg.get("nproc", 1) <= 1:
+        return None
+    if cfg["kind"] != "train":
+        return "nproc > 1 applies to train points only"
+    if cfg.get("compile", "none") == "cudagraph":
+        return "compile = cudagraph runs single-process only (nproc = 1): no collectives inside the captured step"
+    if backend == "official":
+        return "backend = official runs single-process only (its merge draws from rank-local RNG state)"
+    if cfg["device"] == "cuda":
+        import torch
+
+        if torch.cuda.device_count() < cfg["nproc"]:
+            return f"nproc = {cfg['nproc']} needs {cfg['nproc']} GPUs, {torch.cuda.device_count()} visible"
+    return None
 
 
 def run(spec: dict) -> dict:
+    from .distributed import World, init, launched_world
     from .env import environment
     from .measure import is_oom
 
     cfg = spec["config"]
     result = {"status": "ok", "metrics": {}, "error": None, "artifacts": {}}
+    world = World()
     try:
         result["env"] = environment()
         reason = skip_reason(cfg)
@@ -67,6 +88,8 @@ def run(spec: dict) -> dict:
             result["status"] = "skipped"
             result["error"] = {"type": "Skipped", "message": reason, "traceback_tail": ""}
             return result
+        if launched_world().distributed:  # one rank of a torchrun launch (runner: nproc > 1)
+            world = init(cfg["device"], cfg.get("parallel", "ddp"))
         cap_gb = spec.get("max_memory_gb") or cfg.get("max_memory_gb")
         _apply_memory_cap(cfg, cap_gb)
         if cfg["kind"] == "layer":
@@ -76,13 +99,15 @@ def run(spec: dict) -> dict:
         else:
             from .train_point import run_train_point
 
-            metrics, trainer = run_train_point(cfg)
+            metrics, trainer = run_train_point(cfg, world=world)
             result["metrics"] = metrics
             if any(not math.isfinite(x) for x in metrics["losses"]):
                 result["status"] = "diverged"
                 result["error"] = {"type": "Diverged", "message": "non-finite loss",
                                    "traceback_tail": ""}
-            if spec.get("profile_dir"):
+            if spec.get("profile_dir") and world.distributed:
+                metrics["profile_skipped"] = "--profile covers single-process points only"
+            elif spec.get("profile_dir"):
                 from .profiling import profile_trainer
 
                 result["artifacts"] = profile_trainer(trainer, Path(spec["profile_dir"]))
@@ -115,17 +140,41 @@ def _die_with_parent() -> None:
         pass
 
 
+FAILED = ("oom", "error")
+
+
+def rank_result_path(out: Path, rank: int) -> Path:
+    """Where rank `rank` of a multi-process point writes its own result (the runner reads these when the
+    point fails: an OOM on any rank makes the point `oom`)."""
+    return out.with_name(f"{out.stem}.rank{rank}{out.suffix}")
+
+
+def _write(path: Path, result: dict) -> None:
+    from .results import encode_row
+
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(encode_row(result))
+    os.replace(tmp, path)
+
+
 def main(argv=None) -> int:
     argv = argv if argv is not None else sys.argv[1:]
     _die_with_parent()
     spec = json.loads(Path(argv[0]).read_text())
+    from .distributed import launched_world, shutdown
+
+    world = launched_world()
     result = run(spec)
     out = Path(argv[1])
-    tmp = out.with_suffix(".tmp")
-    from .results import encode_row
-
-    tmp.write_text(encode_row(result))
-    os.replace(tmp, out)
+    if not world.distributed:
+        _write(out, result)
+        return 0
+    _write(rank_result_path(out, world.rank), result)
+    if result["status"] in FAILED:
+        return 1  # torchrun then stops the other ranks; the runner reads the rank files
+    if world.rank == 0:
+        _write(out, result)  # the row's result: every rank holds the same (gathered) metrics
+    shutdown()
     return 0
 
 

@@ -8,7 +8,10 @@ ADDED_KEY_DEFAULTS = {
     "compile": "none",      # whole-step capture: none | compile | cudagraph
     "block_impl": "auto",   # how our POET-X backends run the block/permutation work (backend's choice)
     "cayley_scope": "layer",  # triton rows design: Cayley per layer, or batched over the model per step
+    "nproc": 1,             # processes (GPUs) per train point; > 1 runs under torchrun
+    "parallel": "ddp",      # data parallelism of a multi-process point: ddp | fsdp (FSDP2 fully_shard)
 }
+TRAIN_ONLY_KEYS = ("nproc", "parallel")
 
 
 def with_defaults(config: dict) -> dict:

@@ -74,7 +74,13 @@ def is_oom(exc: BaseException) -> bool:
 
 
 # --- memory breakdown ------------------------------------------------------------------------------
+def _local(t: torch.Tensor) -> torch.Tensor:
+    """A sharded (DTensor) tensor's own shard, else the tensor: memory is counted per process."""
+    return t._local_tensor if hasattr(t, "device_mesh") and hasattr(t, "_local_tensor") else t
+
+
 def _nbytes(t: torch.Tensor) -> int:
+    t = _local(t)
     return t.numel() * t.element_size()
 
 
@@ -88,6 +94,7 @@ def memory_breakdown(model: torch.nn.Module, optimizer: torch.optim.Optimizer, p
     state = 0
     for st in optimizer.state.values():
         for v in st.values():
+            v = _local(v) if torch.is_tensor(v) else v
             if torch.is_tensor(v) and v.data_ptr() not in seen:
                 seen.add(v.data_ptr())
                 state += _nbytes(v)

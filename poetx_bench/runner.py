@@ -47,8 +47,9 @@ def _uses_backend(method: str) -> bool:
 
 def describe_point(cfg: dict) -> str:
     b = f" b{cfg['block_size']}" if cfg.get("block_size") else ""
-    tags = "".join(f" {k}={cfg[k]}" for k in ("backend", "compile", "block_impl")
-                   if cfg.get(k) not in (None, ADDED_KEY_DEFAULTS.get(k))
+    tags = "".join(f" {k}={cfg[k]}" for k in ("backend", "compile", "block_impl", "cayley_scope", "nproc", "parallel")
+                   if (cfg.get(k) not in (None, ADDED_KEY_DEFAULTS.get(k))
+                       or (k == "parallel" and cfg.get("nproc", 1) > 1))
                    and (k != "backend" or _uses_backend(cfg["method"])))
     tags += "".join(f" {k}={v}" for k, v in (cfg.get("hparams") or {}).items())
     if cfg["kind"] == "layer":
@@ -131,10 +132,19 @@ class Runner:
 
     def _kill_child(self) -> None:
         if self.child and self.child.poll() is None:
-            try:
-                os.killpg(self.child.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                self.child.kill()
+            if self.child.args[1:3] == ["-m", "torch.distributed.run"]:
+                # torchrun stops its ranks on SIGTERM (they run in sessions of their own; each also dies
+                # with its parent, see child._die_with_parent)
+                try:
+                    os.killpg(self.child.pid, signal.SIGTERM)
+                    self.child.wait(timeout=15)
+                except (ProcessLookupError, PermissionError, subprocess.TimeoutExpired):
+                    pass
+            if self.child.poll() is None:
+                try:
+                    os.killpg(self.child.pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    self.child.kill()
             self.child.wait()
 
     def run_point(self, point: dict) -> dict:
@@ -145,6 +155,9 @@ class Runner:
         spec_path, result_path, log_path = (work / f"{pid}.spec.json", work / f"{pid}.result.json",
                                             work / f"{pid}.log")
         result_path.unlink(missing_ok=True)
+        nproc = int(cfg.get("nproc", 1)) if cfg["kind"] == "train" else 1
+        for stale in work.glob(f"{pid}.result.rank*.json"):
+            stale.unlink()
         spec = {"config": cfg, "point_id": pid, "max_memory_gb": self.opts.max_memory_gb}
         if self.opts.profile:
             spec["profile_dir"] = str(self.opts.out_dir / "profiles" / pid)
@@ -153,7 +166,7 @@ class Runner:
         t0 = time.monotonic()
         with open(log_path, "w") as log:
             self.child = subprocess.Popen(
-                [sys.executable, "-m", "poetx_bench.child", str(spec_path), str(result_path)],
+                point_command(nproc, spec_path, result_path),
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=self.child_env)
             try:
                 rc = self.child.wait(timeout=timeout)
@@ -165,6 +178,14 @@ class Runner:
                 self._kill_child()
                 raise
         wall = time.monotonic() - t0
+        if nproc > 1:
+            failed = failed_rank_result(result_path, nproc)
+            if failed is not None:
+                res, rank = failed
+                metrics = res.get("metrics") or {}
+                metrics.update({"point_wall_s": wall, "nproc": nproc, "failed_rank": rank})
+                self.last_env = res.get("env") or self.last_env
+                return self._row(point, res["status"], metrics, res.get("error"), res.get("env"))
         if result_path.exists():
             res = restore_nonfinite(json.loads(result_path.read_text()))
             self.last_env = res.get("env") or self.last_env
@@ -191,6 +212,44 @@ class Runner:
         if error:
             row["error"] = error
         return row
+
+
+def point_command(nproc: int, spec_path: Path, result_path: Path) -> list[str]:
+    """The point's process: the child itself, or torchrun running `nproc` of them (one per rank/GPU)."""
+    child = ["-m", "poetx_bench.child", str(spec_path), str(result_path)]
+    if nproc <= 1:
+        return [sys.executable, *child]
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", *child]
+
+
+_COLLECTIVE_FAILURE = ("DistBackendError", "DistNetworkError", "Connection closed", "Connection reset",
+                       "NCCL", "Gloo", "gloo")
+
+
+def failed_rank_result(result_path: Path, nproc: int) -> tuple[dict, int] | None:
+    """(result, rank) of the rank that made a multi-process point fail, or None when no rank failed: an
+    OOM on any rank first (the point is `oom`), then an error that is not a collective failing because
+    another rank died, then any error."""
+    from .child import FAILED, rank_result_path
+
+    failed = []
+    for rank in range(nproc):
+        path = rank_result_path(result_path, rank)
+        if path.exists():
+            try:
+                res = restore_nonfinite(json.loads(path.read_text()))
+            except (OSError, ValueError):
+                continue
+            if res.get("status") in FAILED:
+                failed.append((res, rank))
+
+    def order(item):
+        res, rank = item
+        err = res.get("error") or {}
+        secondary = any(s in f"{err.get('type', '')} {err.get('message', '')}" for s in _COLLECTIVE_FAILURE)
+        return (res["status"] != "oom", secondary, rank)
+
+    return min(failed, key=order) if failed else None
 
 
 def _interrupt_on_termination() -> dict:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .backends import BACKENDS
-from .config_defaults import ADDED_KEY_DEFAULTS, hashed_view
+from .config_defaults import ADDED_KEY_DEFAULTS, TRAIN_ONLY_KEYS, hashed_view
 from .errors import UserError
 from .flops import LINEAR
 from .methods import METHODS
@@ -31,6 +31,7 @@ DTYPES = ("auto", "float32", "bfloat16", "float16", "float64")
 BLOCK_IMPL_CHOICES = ("auto", "rows", "fused", "torch")  # kernels.BLOCK_IMPLS (no triton import here)
 COMPILE_CHOICES = ("none", "compile", "cudagraph")
 CAYLEY_SCOPES = ("layer", "model")  # kernels.model_cayley.SCOPES (no triton import here)
+PARALLEL_CHOICES = ("ddp", "fsdp")  # distributed.PARALLEL_CHOICES (no torch.distributed import here)
 
 # key -> (expected python type(s), required?)
 COMMON_KEYS = {
@@ -48,17 +49,18 @@ TRAIN_KEYS = {
     "merge_every": (int, False), "tokenizer": (str, False), "vocab_size": (int, False),
     "max_memory_gb": ((int, float), False),
     "hparams": (dict, False),  # [hparams.METHOD]: the method's own hyperparameters (its schema)
+    "nproc": ((int, list), False), "parallel": ((str, list), False),
 }
 LAYER_KEYS = {"shapes": (list, True), "tokens": (list, True)}
 # keys a per-method override may change
 OVERRIDABLE = {"steps", "warmup_steps", "dtype", "backend", "merge_every", "timeout", "eval_every",
-               "repeats", "max_memory_gb", "block_impl", "compile", "cayley_scope"}
+               "repeats", "max_memory_gb", "block_impl", "compile", "cayley_scope", "nproc", "parallel"}
 
 TRAIN_DEFAULTS = {"steps": 10, "warmup_steps": 3, "dtype": "auto", "seed": 0, "data": "default",
                   "eval_every": 0, "eval_batches": 2, "merge_every": 200, "backend": "torch",
                   "tokenizer": "bpe", "timeout": 1800, **ADDED_KEY_DEFAULTS}
 LAYER_DEFAULTS = {"dtype": "auto", "seed": 0, "backend": "torch", "repeats": 50, "warmup_steps": 10,
-                  "timeout": 900, **ADDED_KEY_DEFAULTS}
+                  "timeout": 900, **{k: v for k, v in ADDED_KEY_DEFAULTS.items() if k not in TRAIN_ONLY_KEYS}}
 
 
 @dataclass
@@ -255,6 +257,14 @@ def _validate_fixed(src: _Origin, fixed: dict, prefix: str = "") -> None:
             for v in (value if isinstance(value, list) else [value]) or [None]:
                 if v not in COMPILE_CHOICES:
                     raise _err(src, prefix + key, v, f"must be one of {', '.join(COMPILE_CHOICES)} (or a list of them)")
+        if key == "nproc":
+            for v in (value if isinstance(value, list) else [value]) or [None]:
+                if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+                    raise _err(src, prefix + key, v, "must be a positive integer (or a list of them)")
+        if key == "parallel":
+            for v in (value if isinstance(value, list) else [value]) or [None]:
+                if v not in PARALLEL_CHOICES:
+                    raise _err(src, prefix + key, v, f"must be one of {', '.join(PARALLEL_CHOICES)} (or a list of them)")
         if key == "tokenizer" and value not in ("bpe", "byte"):
             raise _err(src, prefix + key, value, "must be 'bpe' or 'byte'")
 
@@ -287,9 +297,24 @@ def _apply_overrides(cfg: dict, overrides: dict, device: str) -> list[dict]:
             # block_impl / cayley_scope choose among our Triton backend's implementations; elsewhere they stay
             # at their defaults
             ours = b == "triton" and uses_backend
-            out.append({**cfg, "backend": b, "compile": mode,
-                        **({} if ours else {"block_impl": "auto", "cayley_scope": "layer"})})
+            base = {**cfg, "backend": b, "compile": mode,
+                    **({} if ours else {"block_impl": "auto", "cayley_scope": "layer"})}
+            out += _parallel_variants(base)
     return out
+
+
+def _parallel_variants(cfg: dict) -> list[dict]:
+    """One config per (nproc, parallel) of list-valued keys; a single-process point has no parallelism to
+    choose, so it keeps parallel at its default (one point, and the id it had before these keys)."""
+    if "nproc" not in cfg:  # layer points
+        return [cfg]
+    nprocs = cfg["nproc"] if isinstance(cfg["nproc"], list) else [cfg["nproc"]]
+    parallels = cfg["parallel"] if isinstance(cfg["parallel"], list) else [cfg["parallel"]]
+    out = {}
+    for n in nprocs:
+        for par in (parallels if n > 1 else [ADDED_KEY_DEFAULTS["parallel"]]):
+            out[(n, par)] = {**cfg, "nproc": n, "parallel": par}
+    return list(out.values())
 
 
 def _train_points(src: _Origin, raw, fixed, methods, block_sizes, overrides, device, hparams) -> list[dict]:

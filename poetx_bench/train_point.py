@@ -15,10 +15,12 @@ import torch.nn.functional as F
 
 from .backends import run_facts
 from .capture import CudaGraphStep, make_capturable
+from .distributed import World
 from .flops import train_step_flops
 from .measure import (
     NvmlMonitor,
     StepTimer,
+    _nbytes,
     bf16_peak_flops,
     cpu_peak_rss,
     memory_breakdown,
@@ -77,9 +79,10 @@ def _eval(model, batches, device, autocast) -> tuple[float, float]:
 class Trainer:
     """Holds a prepared model and runs steps; shared by the timed pass and the profiling pass."""
 
-    def __init__(self, cfg: dict, device: torch.device):
+    def __init__(self, cfg: dict, device: torch.device, world: World | None = None):
         self.cfg = cfg
         self.device = device
+        self.world = world or World()
         dtype = DTYPES[cfg["dtype"]]
         torch.manual_seed(cfg["seed"])
         self.data = open_data(cfg)
@@ -94,13 +97,19 @@ class Trainer:
                                 backend=cfg.get("backend", "torch"), block_impl=cfg.get("block_impl", "auto"),
                                 compute_dtype=dtype)
         self.model, self.opt, self.hook = self.prepared
+        self.step_model = self.model  # what a training step calls: the model, or its DDP / FSDP2 wrapping
+        if self.world.distributed:
+            from .distributed import wrap
+
+            self.step_model, self.opt = wrap(self.model, self.opt, self.world, device)
+            self.hook.optimizer = self.opt
         self.step_no = 0
         self.compile = cfg.get("compile", "none")
         self.graphed = None
         if self.compile == "compile":
-            self.forward_model = torch.compile(self.model)
+            self.forward_model = torch.compile(self.step_model)
         else:
-            self.forward_model = self.model
+            self.forward_model = self.step_model
         self.model_cayley = None
         if cfg.get("cayley_scope", "layer") != "layer" and cfg.get("backend") == "triton":
             from .kernels.model_cayley import attach
@@ -111,9 +120,12 @@ class Trainer:
             self.graphed = CudaGraphStep(self._body, self.opt)
 
     def batch(self, step: int) -> torch.Tensor:
-        c = self.cfg
-        return self.data.train_batch(step, c["batch_size"], c["seq_len"], c["seed"]).to(
-            self.device, non_blocking=True)
+        """This rank's rows of the step's global batch (batch_size rows per rank, see distributed.py)."""
+        from .distributed import rank_slice
+
+        c, w = self.cfg, self.world
+        tokens = self.data.train_batch(step, c["batch_size"] * w.size, c["seq_len"], c["seed"])
+        return rank_slice(tokens, w).to(self.device, non_blocking=True)
 
     def _body(self, tokens: torch.Tensor, ranges: bool = False) -> torch.Tensor:
         """Forward, backward and optimizer step (no zero_grad: see CudaGraphStep)."""
@@ -170,7 +182,7 @@ def phase_peaks(trainer: Trainer) -> dict:
     tokens = trainer.batch(trainer.step_no)
     torch.cuda.reset_peak_memory_stats()
     with trainer.hook.autocast("cuda"):
-        logits = trainer.model(tokens[:, :-1])
+        logits = trainer.step_model(tokens[:, :-1])
     loss = F.cross_entropy(logits.float().flatten(0, 1), tokens[:, 1:].flatten())
     torch.cuda.synchronize()
     out["forward"] = torch.cuda.max_memory_allocated()
@@ -191,10 +203,15 @@ def phase_peaks(trainer: Trainer) -> dict:
     return out
 
 
-def run_train_point(cfg: dict, on_progress=None) -> tuple[dict, Trainer]:
-    """Run warm-up + timed steps. Returns (metrics, trainer) — the trainer is reused for profiling."""
-    device = torch.device(cfg["device"])
-    trainer = Trainer(cfg, device)
+def run_train_point(cfg: dict, on_progress=None, world: World | None = None) -> tuple[dict, Trainer]:
+    """Run warm-up + timed steps. Returns (metrics, trainer) — the trainer is reused for profiling.
+    In a multi-process point every rank runs this; the metrics are the same on all ranks (rank 0 writes
+    them): losses are means over ranks, memory per rank, tokens/s of the global batch."""
+    from .distributed import device_for
+
+    world = world or World()
+    device = device_for(cfg["device"], world)
+    trainer = Trainer(cfg, device, world)
     trainable, total = count_params(trainer.model)
     cuda = device.type == "cuda"
     if cuda:
@@ -204,7 +221,7 @@ def run_train_point(cfg: dict, on_progress=None) -> tuple[dict, Trainer]:
     else:
         reset_cpu_peak()
         # the process's own RSS (interpreter, libtorch) beyond the model's tensors, kept out of the breakdown
-        params = sum(p.numel() * p.element_size() for p in trainer.model.parameters())
+        params = sum(_nbytes(p) for p in trainer.model.parameters())
         cpu_baseline = max(0, cpu_peak_rss() - params)
     monitor = NvmlMonitor().start() if cuda else None
     state_before = monitor.device_state() if monitor else {}
@@ -228,7 +245,9 @@ def run_train_point(cfg: dict, on_progress=None) -> tuple[dict, Trainer]:
         if on_progress:
             on_progress(i + 1, warm + steps)
     times = timer.durations()
-    losses = [float(x) for x in torch.stack(losses).float().cpu()]
+    from .distributed import mean_over_ranks
+
+    losses = [float(x) for x in mean_over_ranks(torch.stack(losses).float(), world).cpu()]
 
     if cuda:
         peak = torch.cuda.max_memory_allocated()
@@ -239,7 +258,7 @@ def run_train_point(cfg: dict, on_progress=None) -> tuple[dict, Trainer]:
         phases = phase_peaks(trainer) if trainer.graphed is None else None
     else:
         peak, reserved, nvml_peak = cpu_peak_rss(), None, None
-    tokens = cfg["batch_size"] * cfg["seq_len"]
+    tokens = cfg["batch_size"] * cfg["seq_len"] * world.size  # the global batch
     tps = [tokens / t for t in times if t > 0]
     stats = summarize(tps)
     step_stats = summarize(times)
@@ -278,4 +297,33 @@ def run_train_point(cfg: dict, on_progress=None) -> tuple[dict, Trainer]:
         metrics["gpu_state_before"] = state_before
         metrics["gpu_state_after"] = monitor.device_state()
         metrics["other_gpu_processes"] = sorted(monitor.other_processes)
+    if world.distributed:
+        _distributed_metrics(metrics, trainer, world)
     return metrics, trainer
+
+
+def _distributed_metrics(metrics: dict, trainer: Trainer, world: World) -> None:
+    """Per-rank memory (max and list), global batch, computed collective bytes; on every rank."""
+    from .distributed import comm_bytes_per_merge, comm_bytes_per_step, gather
+
+    per_rank = gather({k: metrics.get(k) for k in ("peak_memory_bytes", "peak_reserved_bytes",
+                                                   "nvml_peak_bytes", "step_time_s")}, world)
+    peaks = [r["peak_memory_bytes"] for r in per_rank]
+    metrics["peak_memory_bytes_rank0"] = metrics["peak_memory_bytes"]
+    metrics["peak_memory_bytes"] = max(peaks)
+    metrics["peak_memory_bytes_per_rank"] = peaks
+    if all(r["peak_reserved_bytes"] is not None for r in per_rank):
+        metrics["peak_reserved_bytes_per_rank"] = [r["peak_reserved_bytes"] for r in per_rank]
+        metrics["peak_reserved_bytes"] = max(metrics["peak_reserved_bytes_per_rank"])
+    metrics["step_time_s_per_rank"] = [r["step_time_s"] for r in per_rank]
+    metrics["nproc"] = world.size
+    metrics["parallel"] = world.parallel
+    metrics["global_batch_size"] = trainer.cfg["batch_size"] * world.size
+    metrics["tokens_per_s_per_rank"] = (metrics["tokens_per_s"] / world.size
+                                        if metrics["tokens_per_s"] is not None else None)
+    metrics["tokens_per_s_is_global"] = True
+    metrics["memory_breakdown_is_rank0"] = True
+    metrics["comm_bytes_per_step_computed"] = comm_bytes_per_step(trainer.model, world)
+    per_merge = comm_bytes_per_merge(trainer.model, world)
+    if per_merge:
+        metrics["comm_bytes_per_merge_computed"] = per_merge

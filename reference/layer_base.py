@@ -93,19 +93,25 @@ class POETLayerBase(nn.Module):
             getattr(self, "inv_" + name).copy_(torch.argsort(perm))
 
     # --- transforms ----------------------------------------------------------------------------
-    def transforms(self, recompute: bool = False):
-        """(G_in_full, G_in_tail, G_out_full, G_out_tail): the orthogonal blocks of both sides."""
-        gi = self.layout_in.blocks(self.skew_in, self.cayley, self.neumann_terms, recompute)
-        go = self.layout_out.blocks(self.skew_out, self.cayley, self.neumann_terms, recompute)
+    def transforms(self, recompute: bool = False, skew_in=None, skew_out=None):
+        """(G_in_full, G_in_tail, G_out_full, G_out_tail): the orthogonal blocks of both sides (of the
+        layer's own skew parameters, or of the ones given)."""
+        skew_in = self.skew_in if skew_in is None else skew_in
+        skew_out = self.skew_out if skew_out is None else skew_out
+        gi = self.layout_in.blocks(skew_in, self.cayley, self.neumann_terms, recompute)
+        go = self.layout_out.blocks(skew_out, self.cayley, self.neumann_terms, recompute)
         return (*gi, *go)
 
-    def effective_weight(self) -> torch.Tensor:
+    def effective_weight(self, weight=None, skew_in=None, skew_out=None) -> torch.Tensor:
         """W = Pi_out^T D_out W0 D_in Pi_in as a dense out x in matrix, with layer(x) == x @ W.T (+ bias).
 
-        Computed with block products and index ops on W0, so no dense D or Pi is built.
+        Computed with block products and index ops on W0, so no dense D or Pi is built. `weight`,
+        `skew_in`, `skew_out` replace the layer's own tensors (the merge of a sharded layer passes the
+        gathered ones).
         """
-        gi_f, gi_t, go_f, go_t = self.transforms()
-        a = blockwise_apply(self.weight, self.layout_in, gi_f, gi_t, transpose=False)  # W0 D_in
+        weight = self.weight if weight is None else weight
+        gi_f, gi_t, go_f, go_t = self.transforms(skew_in=skew_in, skew_out=skew_out)
+        a = blockwise_apply(weight, self.layout_in, gi_f, gi_t, transpose=False)  # W0 D_in
         a = a.index_select(1, self.inv_perm_in)  # (.) Pi_in
         c = blockwise_apply(a.T, self.layout_out, go_f, go_t, transpose=True).T  # D_out (.)
         return c.index_select(0, self.inv_perm_out)  # Pi_out^T (.)
@@ -117,20 +123,43 @@ class POETLayerBase(nn.Module):
 
         The layer's function is unchanged up to rounding (the fold is computed in float32 at least).
         Resetting the optimizer state of the skew parameters is the optimizer owner's job (methods.py).
+
+        Sharded layers (FSDP2 DTensor parameters) merge too: every rank gathers W0 and the skew
+        parameters, computes the same merged weight and keeps its own shard. The permutations must then
+        be drawn from a `generator` seeded alike on every rank (methods.MergeHook does), never from
+        rank-local RNG state.
         """
         work = torch.float64 if self.weight.dtype == torch.float64 else torch.float32
-        saved = (self.weight.data, self.skew_in.data, self.skew_out.data)
-        self.weight.data = saved[0].to(work)
-        self.skew_in.data = saved[1].to(work)
-        self.skew_out.data = saved[2].to(work)
-        try:
-            merged = self.effective_weight()
-        finally:
-            self.weight.data, self.skew_in.data, self.skew_out.data = saved
+        sharded = _is_dtensor(self.weight)
+        tensors = [_full(t).to(work) for t in (self.weight, self.skew_in, self.skew_out)]
+        merged = self.effective_weight(*tensors)
         self.redraw_permutations(generator)
-        self.weight.copy_(merged.index_select(0, self.perm_out).index_select(1, self.perm_in))
+        merged = merged.index_select(0, self.perm_out).index_select(1, self.perm_in)
+        if sharded:
+            _copy_into_shard(self.weight, merged)
+        else:
+            self.weight.copy_(merged)
         self.skew_in.zero_()
         self.skew_out.zero_()
+
+
+def _is_dtensor(t: torch.Tensor) -> bool:
+    return hasattr(t, "full_tensor") and hasattr(t, "device_mesh")
+
+
+def _full(t: torch.Tensor) -> torch.Tensor:
+    """The whole tensor: a DTensor's shards gathered (a collective: every rank must call it), else t."""
+    return t.full_tensor() if _is_dtensor(t) else t
+
+
+def _copy_into_shard(param: torch.Tensor, full: torch.Tensor) -> None:
+    """Write this rank's shard of `full` (the same on every rank) into the DTensor `param`, in place
+    (FSDP2 gathers from that storage), with no communication."""
+    from torch.distributed.tensor import distribute_tensor
+
+    local = distribute_tensor(full.to(param.dtype), param.device_mesh, param.placements,
+                              src_data_rank=None).to_local()
+    param.to_local().copy_(local)
 
 
 def trainable_count(layer: POETLayerBase) -> int:

@@ -110,14 +110,23 @@ def poet_layers(model: nn.Module) -> list[POETLayerBase]:
 class MergeHook:
     """Call after every optimizer step: every `merge_every` steps, fold the orthogonal transforms into W0,
     redraw permutations, zero the skew parameters and reset their Adam state (moments and step count).
-    Methods without POET layers get one too (it never merges) for its autocast context."""
+    Methods without POET layers get one too (it never merges) for its autocast context.
 
-    def __init__(self, model: nn.Module, optimizer, merge_every: int, autocast_dtype: torch.dtype | None = None):
+    The permutations of merge k come from one generator seeded with (seed, k), shared by the layers in
+    model order: every process of a data-parallel run draws the same ones, whatever its own RNG state."""
+
+    def __init__(self, model: nn.Module, optimizer, merge_every: int, autocast_dtype: torch.dtype | None = None,
+                 seed: int | None = None):
         self.layers = poet_layers(model)
         self.optimizer = optimizer
         self.merge_every = merge_every
         self.autocast_dtype = autocast_dtype
+        self.seed = seed or 0
         self.merges = 0
+
+    def generator(self) -> torch.Generator:
+        """The permutation generator of the next merge: seeded from the shared seed and the merge count."""
+        return torch.Generator().manual_seed((self.seed * 1_000_003 + self.merges + 1) % 2**63)
 
     def __call__(self, step: int) -> bool:
         """`step` counts completed optimizer steps (1-based). Returns True when a merge happened."""
@@ -129,14 +138,18 @@ class MergeHook:
     @torch.no_grad()
     def merge_now(self) -> None:
         skew = []
+        gen = self.generator()
         for layer in self.layers:
-            layer.merge_and_reinit()
+            layer.merge_and_reinit(gen)
             skew += [layer.skew_in, layer.skew_out]
         state = [self.optimizer.state[p] for p in skew if p in self.optimizer.state]
         tensors = [v for s in state for v in s.values() if torch.is_tensor(v)]
         floats = [t for t in tensors if t.is_floating_point()]
-        if floats:
+        if floats and not any(hasattr(t, "device_mesh") for t in floats):
             torch._foreach_zero_(floats)
+        else:  # sharded (DTensor) state: one by one
+            for t in floats:
+                t.zero_()
         for t in tensors:
             if not t.is_floating_point():
                 t.zero_()

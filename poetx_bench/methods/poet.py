@@ -43,7 +43,7 @@ def build_poet_family(method: str):
             {"params": base, "lr": hp["base_lr"], "weight_decay": 0.0},
         ]
         opt = adamw([g for g in groups if g["params"]], device_type, betas=tuple(hp["betas"]))
-        return Prepared(model, opt, MergeHook(model, opt, ctx.merge_every))
+        return Prepared(model, opt, MergeHook(model, opt, ctx.merge_every, seed=ctx.seed))
     return build
 
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import __version__
-from . import fig_checks, fig_latency, fig_memory, fig_training, names, tables, writer
+from . import fig_checks, fig_latency, fig_memory, fig_training, names, scaling, tables, writer
 from .document import Figure, Section
 from .rows import Point, dedupe, find_result_files, read_jsonl, warn
 
@@ -40,7 +40,8 @@ def _safe(builder, title: str, *args) -> Section:
 def build_sections(points: list[Point], out_dir: Path, superseded: int = 0,
                    allow_different_devices: bool = False) -> list[Section]:
     """Every section; ratios between rows (vs AdamW, linear/method) pair only rows from the same device
-    model and memory cap unless allow_different_devices."""
+    model and memory cap unless allow_different_devices. Multi-process scaling appears only where there
+    are multi-process rows."""
     sections = [
         _safe(tables.status_section, "Status summary", points, out_dir, superseded),
         _safe(tables.peak_memory_section, "Peak memory (GB)", points, out_dir),
@@ -50,6 +51,7 @@ def build_sections(points: list[Point], out_dir: Path, superseded: int = 0,
               allow_different_devices),
         _safe(tables.throughput_section, "Throughput (relative to AdamW)", points, out_dir,
               allow_different_devices),
+        _safe(scaling.scaling_section, "Multi-process scaling", points, out_dir, allow_different_devices),
         _safe(fig_training.loss_section, "Loss curves", points, out_dir),
         _safe(fig_training.block_sweep_section, "Block-size sweep", points, out_dir),
         _safe(fig_checks.host_device_section, "Host versus device time", points, out_dir),

@@ -22,6 +22,7 @@ KEY_FIELDS = (
     "kind", "method", "model", "block_size", "seq_len", "batch_size", "dtype", "device",
     "steps", "seed", "in_features", "out_features", "tokens", "backend", "compile", "block_impl",
     "cayley_scope",
+    "nproc", "parallel",
 )
 
 
@@ -118,7 +119,14 @@ class Point:
         hparams = self.cfg("hparams")
         if isinstance(hparams, dict):  # a method's hyperparameters set by its suite
             out += [f"{k}={v}" for k, v in hparams.items()]
+        if (self.nproc or 1) > 1:
+            out.append(f"{self.cfg('parallel')}x{self.nproc}")
         return out
+
+    @property
+    def nproc(self) -> int | None:
+        """Processes (GPUs) of the point; 1 for rows recorded before the key existed."""
+        return _int(self.cfg("nproc"))
 
     def label(self, with_model: bool = True) -> str:
         """Short human label, e.g. 'poetx-fast b256 8b L1024 bs1'."""

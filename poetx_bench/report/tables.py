@@ -196,7 +196,7 @@ def paper_not_run_section(points: list[Point], out_dir: Path) -> Section | None:
 
 # --- 4. throughput -------------------------------------------------------------------------------
 
-GROUP = ("model", "seq_len", "batch_size", "device", "dtype")
+GROUP = ("model", "seq_len", "batch_size", "device", "dtype", "nproc", "parallel")
 
 
 def same_machine(p: Point, refs: list[Point], allow_different_devices: bool = False) -> tuple[list[Point], str]:

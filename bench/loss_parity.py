@@ -68,26 +68,37 @@ def _label(cfg: dict) -> str:
             f" seed={cfg.get('seed', 0)}")
 
 
+# what may differ between two compared runs: the implementation and the capture mode (and, for the seed
+# yardstick, the seed); every other config key must match
+VARYING = ("backend", "compile", "seed", "block_impl", "cayley_scope")
+
+
+def _setup(cfg: dict) -> tuple:
+    return tuple(sorted((k, repr(v)) for k, v in cfg.items() if k not in VARYING and k != "point_id"))
+
+
 def pairs(rows: list[dict]):
-    """(reference row, other row, the reference's other-seed row or None) per method. The reference is our
-    triton backend (else the first backend listed) with compile = none at the lowest seed; runs of the
-    reference configuration under other seeds are yardsticks, not compared rows."""
-    by_method: dict[str, list[dict]] = {}
+    """(reference row, other row, the reference's other-seed row or None) per setup (every config key but
+    VARYING equal). The reference is our triton backend (else the first backend listed) with compile = none
+    at the lowest seed; a run of exactly the reference's implementation and compile setting under another
+    seed is the yardstick, not a compared row."""
+    groups: dict[tuple, list[dict]] = {}
     for r in rows:
         if r.get("status") == OK and (r.get("metrics") or {}).get("losses"):
-            by_method.setdefault(r["config"]["method"], []).append(r)
-    for _, group in sorted(by_method.items()):
+            groups.setdefault(_setup(r["config"]), []).append(r)
+    for _, group in sorted(groups.items()):
         group.sort(key=lambda r: r["config"].get("seed", 0))
         eager = [r for r in group if r["config"].get("compile", "none") == "none"]
         if not eager:
             continue
         ref = next((r for r in eager if r["config"].get("backend") == "triton"), eager[0])
-
-        setup = tuple(ref["config"].get(k) for k in ("backend", "compile"))
-        reseeded = next((r for r in group if r is not ref
-                         and tuple(r["config"].get(k) for k in ("backend", "compile")) == setup), None)
+        impl = tuple(ref["config"].get(k) for k in ("backend", "compile", "block_impl", "cayley_scope"))
+        reseeded = next((r for r in group if r["config"].get("seed", 0) != ref["config"].get("seed", 0)
+                         and tuple(r["config"].get(k) for k in ("backend", "compile", "block_impl",
+                                                                "cayley_scope")) == impl), None)
         for other in group:
-            if other is not ref and other is not reseeded:
+            if other is not ref and other is not reseeded \
+                    and other["config"].get("seed", 0) == ref["config"].get("seed", 0):
                 yield ref, other, reseeded
 
 
@@ -108,8 +119,11 @@ def main(argv=None) -> int:
         for ref, other, reseeded in pairs(rows):
             spread = 0.0
             if reseeded is not None:
-                spread = max(abs(d) for d, _ in _window_diffs(ref["metrics"]["losses"], reseeded["metrics"]["losses"],
-                                                               args.window, args.skip))
+                diffs = _window_diffs(ref["metrics"]["losses"], reseeded["metrics"]["losses"], args.window, args.skip)
+                if not diffs:
+                    raise UserError(f"the seed-{reseeded['config'].get('seed')} run is too short for skip "
+                                    f"{args.skip} + one window of {args.window}")
+                spread = max(abs(d) for d, _ in diffs)
             c = compare(ref["metrics"]["losses"], other["metrics"]["losses"], args.window, args.skip, spread)
             verdicts.append(c["agree"])
             lines.append(f"| {_label(ref['config'])} | {_label(other['config'])} | {c['steps']} | "

@@ -81,11 +81,11 @@ class POETXQLinear(POETXTritonLinear):
         self.weight.data.copy_(q)
         self.weight_scale.copy_(scale)
 
-    def effective_weight(self) -> torch.Tensor:
-        if self.weight.dtype != torch.int8:  # already dense (inside a merge)
-            return super().effective_weight()
+    def effective_weight(self, weight=None, skew_in=None, skew_out=None) -> torch.Tensor:
+        if weight is not None or self.weight.dtype != torch.int8:  # given dense (a merge), or already dense
+            return super().effective_weight(weight, skew_in, skew_out)
         with self._as_dense(self.skew_in.dtype):
-            return super().effective_weight()
+            return super().effective_weight(None, skew_in, skew_out)
 
     @torch.no_grad()
     def merge_and_reinit(self, generator: torch.Generator | None = None) -> None:

@@ -212,7 +212,7 @@ def _bgemm(pairs, c=None, beta: float = 0.0, d=None, delta: float = 0.0, gamma: 
         ops = [t.contiguous() for _, A, B in pairs for t in (A, B)]
         ops += [ops[0]] * (6 - len(ops))
         alphas = [float(a) for a, _, _ in pairs] + [1.0] * (3 - len(pairs))
-        out = torch.empty_like(a0)
+        out = torch.empty(n, b, b, dtype=a0.dtype, device=a0.device)  # row-major, as the kernel writes
         interp = is_interpreted(a0.device)
         if interp:
             cfg = {"BM": min(32, _pow2(b)), "BN": min(32, _pow2(b)), "BK": min(32, _pow2(b)), "num_warps": 1}

@@ -55,6 +55,12 @@ def skip_reason(cfg: dict) -> str | None:
             or multiprocess_skip_reason(cfg, backend))
 
 
+def _method_spec(name: str):
+    from .methods import get_method
+
+    return get_method(name)
+
+
 def multiprocess_skip_reason(cfg: dict, backend: str | None) -> str | None:
     """What a multi-process point (nproc > 1) cannot run."""
     if cfg.get("nproc", 1) <= 1:
@@ -65,6 +71,10 @@ def multiprocess_skip_reason(cfg: dict, backend: str | None) -> str | None:
         return "compile = cudagraph runs single-process only (nproc = 1): no collectives inside the captured step"
     if backend == "official":
         return "backend = official runs single-process only (its merge draws from rank-local RNG state)"
+    if cfg.get("parallel") == "fsdp" and cfg.get("cayley_scope", "layer") != "layer":
+        return "cayley_scope = model with fsdp: its pre-forward hook would read sharded skew parameters"
+    if cfg.get("parallel") == "fsdp" and not _method_spec(cfg["method"]).poet_state:
+        return f"{cfg['method']} with fsdp: its quantized W0 and per-row scales are not sharded alike yet"
     if cfg["device"] == "cuda":
         import torch
 

@@ -251,6 +251,9 @@ def _validate_fixed(src: _Origin, fixed: dict, prefix: str = "") -> None:
                     raise _err(src, prefix + key, v, f"must be one of {', '.join(BACKENDS)} (or a list of them)")
         if key == "cayley_scope" and value not in CAYLEY_SCOPES:
             raise _err(src, prefix + key, value, f"must be one of {', '.join(CAYLEY_SCOPES)}")
+        if key == "cayley_scope" and value == "model" and fixed.get("block_impl", "auto") not in ("auto", "rows"):
+            raise _err(src, prefix + key, value, f"needs block_impl 'rows' (the model-level batch evaluates the row "
+                       f"design's Cayley), not {fixed.get('block_impl')!r}")
         if key == "block_impl" and value not in BLOCK_IMPL_CHOICES:
             raise _err(src, prefix + key, value, f"must be one of {', '.join(BLOCK_IMPL_CHOICES)}")
         if key == "compile":

@@ -55,3 +55,12 @@ def test_seed_spread_widens_the_tolerance(tmp_path):
     second = tmp_path / "seed1.jsonl"
     second.write_text(json.dumps(reseeded) + "\n")
     assert lp.main([_write(tmp_path, [ref, other]), str(second)]) == 0
+
+
+def test_runs_of_other_setups_are_not_compared(tmp_path):
+    """A run at another model (any config key beyond backend/compile/seed) is its own group: never set
+    beside a reference of another setup."""
+    ref = _row("poetx-fast", "triton", "none", _curve(1))
+    other_model = _row("poetx-fast", "official", "none", _curve(3, shift=0.5))
+    other_model["config"]["model"] = "350m"
+    assert lp.main([_write(tmp_path, [ref, other_model])]) == 2  # nothing comparable

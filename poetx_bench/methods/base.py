@@ -89,6 +89,8 @@ class MethodSpec:
     uses_blocks: bool = False    # needs a block size (POET family); sweeps expand block_sizes for it
     uses_backend: bool = False   # the POET-X implementation registry (poetx_bench/backends) applies
     build_layer: Callable[..., nn.Module] | None = None
+    poet_state: bool = True      # its layer holds POET's state (float W0): the correctness check can load
+                                 # a POET layer's state into it and compare (POET-XQ stores W0 in int8)
 
     def resolve_hparams(self, given: Mapping | None) -> dict:
         """Defaults with `given` on top; an unknown key or bad value is a ValueError naming it."""

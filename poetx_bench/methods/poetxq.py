@@ -27,7 +27,7 @@ def _spec(name: str, mode: str, display: str, color: str, description: str) -> M
         return mid_training(POETXQLinear(fin, fout, b, mode=mode, device=device, dtype=dtype))
 
     return MethodSpec(name, display, color, description, build=build, train_flops=poet_train_flops,
-                      hparams=HPARAMS, uses_blocks=True, build_layer=build_layer)
+                      hparams=HPARAMS, uses_blocks=True, build_layer=build_layer, poet_state=False)
 
 
 SPECS = [

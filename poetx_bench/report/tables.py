@@ -150,7 +150,8 @@ def paper_not_run_records(points: list[Point]) -> list[dict]:
     """Every cell of the paper's peak-memory table (one GPU, batch 1, bf16) without a measured point here, with
     why. Empty unless the results hold at least one point comparable with that table (a CUDA bf16 batch-1
     training point), so CPU and ad-hoc reports do not list the whole paper."""
-    comparable = [p for p in _train(points) if paper_comparable(p) and p.cfg("device") == "cuda"]
+    comparable = [p for p in _train(points) if paper_comparable(p) and p.cfg("device") == "cuda"
+                  and (p.nproc or 1) == 1]
     if not comparable:
         return []
     measured = {(p.method, p.model, p.seq_len, int(p.block_size) if p.block_size else None) for p in comparable}

@@ -8,6 +8,7 @@ ADDED_KEY_DEFAULTS = {
     "compile": "none",      # whole-step capture: none | compile | cudagraph
     "block_impl": "auto",   # how our POET-X backends run the block/permutation work (backend's choice)
     "cayley_scope": "layer",  # triton rows design: Cayley per layer, or batched over the model per step
+    "checkpointing": False,  # gradient checkpointing of every decoder block (methods/checkpointing.py)
 }
 
 

@@ -77,6 +77,9 @@ class MethodSpec:
     train_flops(cfg: LlamaConfig, block_size, tokens, seq_len, vocab) -> float
     build_layer(in_features, out_features, block_size, cfg, device, dtype) -> nn.Module, for layer suites
         (None: the method has no single-layer form).
+    skip_reason(cfg: dict) -> str | None: why a point of this method cannot measure what it names (its
+        package cannot run there, a compile setting it cannot capture); None: it can. The point is then
+        recorded as skipped with that one-line reason (child.skip_reason).
     """
 
     name: str
@@ -89,6 +92,7 @@ class MethodSpec:
     uses_blocks: bool = False    # needs a block size (POET family); sweeps expand block_sizes for it
     uses_backend: bool = False   # the POET-X implementation registry (poetx_bench/backends) applies
     build_layer: Callable[..., nn.Module] | None = None
+    skip_reason: Callable[[dict], str | None] | None = None
 
     def resolve_hparams(self, given: Mapping | None) -> dict:
         """Defaults with `given` on top; an unknown key or bad value is a ValueError naming it."""

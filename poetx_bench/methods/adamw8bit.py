@@ -30,10 +30,10 @@ def build(model, block_size, hp, ctx) -> Prepared:
 
 def state_bytes(numel: int, element_size: int, block_size: int = 256) -> int:
     """Optimizer-state bytes of one parameter once stepped: a float32 step count and two moments, each 8-bit
-    codes plus a float32 scale per block (the 256-entry float32 code books, shared, come on top), or two
-    moments in the parameter's dtype when torchao leaves the parameter unquantised."""
+    codes, a float32 scale per block and its own copy of the 256-entry float32 code book; or two moments in
+    the parameter's dtype when torchao leaves the parameter unquantised."""
     if numel >= MIN_QUANT_SIZE and numel % block_size == 0:
-        return 4 + 2 * (numel + numel // block_size * 4)
+        return 4 + 2 * (numel + numel // block_size * 4 + 256 * 4)
     return 4 + 2 * numel * element_size
 
 

@@ -211,3 +211,14 @@ def test_layerwise_methods_skip_cudagraph_with_a_reason():
         why = skip_reason({**base, "method": m})
         assert why and "\n" not in why and "hook" in why
     assert skip_reason({**base, "method": m, "compile": "none"}) is None
+
+
+def test_a_missing_package_skips_its_points_with_a_one_line_reason(monkeypatch):
+    import importlib.util
+
+    from poetx_bench.child import skip_reason
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "peft" else real(name, *a))
+    why = skip_reason({"kind": "train", "device": "cpu", "compile": "none", "method": "lora-r160"})
+    assert why and "\n" not in why and "peft" in why and "baselines" in why

@@ -5,7 +5,7 @@ is torch.compile'd per parameter shape (torchao's choice), so the first step of 
 
 from __future__ import annotations
 
-from .base import BETAS, HParam, MergeHook, MethodSpec, Prepared, materialize_on
+from .base import BETAS, HParam, MergeHook, MethodSpec, Prepared, materialize_on, needs_package
 from .flops import dense_train_flops
 
 HPARAMS = {
@@ -40,5 +40,6 @@ def state_bytes(numel: int, element_size: int, block_size: int = 256) -> int:
 SPECS = [
     MethodSpec("adamw-8bit", "AdamW (8-bit)", "#a6cee3",
                "AdamW with 8-bit block-wise moments (torchao AdamW8bit), parameters in the model dtype",
-               build=build, train_flops=dense_train_flops, hparams=HPARAMS),
+               build=build, train_flops=dense_train_flops, hparams=HPARAMS,
+               skip_reason=needs_package("torchao.optim", "torchao")),
 ]

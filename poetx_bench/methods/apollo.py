@@ -6,7 +6,7 @@ random projection renewed every 200 steps, lr 0.01)."""
 
 from __future__ import annotations
 
-from .base import BETAS, HParam, MergeHook, MethodSpec, Prepared, materialize_on
+from .base import BETAS, HParam, MergeHook, MethodSpec, Prepared, materialize_on, needs_package
 from .flops import dense_train_flops
 from .layerwise import LayerwiseOptimizer, skip_reason, split_hidden
 
@@ -49,9 +49,9 @@ SPECS = [
     MethodSpec("apollo", "APOLLO", "#fb9a99",
                "APOLLO (apollo-torch, channel-wise scaling, random rank-256 projection), per-layer updates",
                build=build, train_flops=dense_train_flops, hparams=_hparams(256, "channel", 1.0),
-               skip_reason=skip_reason),
+               skip_reason=needs_package("apollo_torch", "apollo-torch", skip_reason)),
     MethodSpec("apollo-mini", "APOLLO-Mini", "#cab2d6",
                "APOLLO-Mini (apollo-torch, tensor-wise scaling, rank 1, scale 128), per-layer updates",
                build=build, train_flops=dense_train_flops, hparams=_hparams(1, "tensor", 128.0),
-               skip_reason=skip_reason),
+               skip_reason=needs_package("apollo_torch", "apollo-torch", skip_reason)),
 ]

@@ -209,4 +209,16 @@ def materialize_on(model: nn.Module, device, seed: int | None) -> str:
     return device_of(model).type
 
 
+def needs_package(module: str, dist: str, extra: Callable[[dict], str | None] | None = None):
+    """A MethodSpec.skip_reason: a one-line reason when `module` (distribution `dist`, in the `baselines`
+    extra) is not importable, else `extra`'s verdict."""
+    def reason(cfg: dict) -> str | None:
+        import importlib.util
+
+        if importlib.util.find_spec(module) is None:
+            return f"{dist} is not installed (pip install -e \".[baselines]\")"
+        return extra(cfg) if extra else None
+    return reason
+
+
 BETAS = HParam(float, (0.9, 0.999), "Adam betas", length=2)

@@ -6,7 +6,7 @@ used rank 128-512, gap 200, lr 0.01."""
 
 from __future__ import annotations
 
-from .base import BETAS, HParam, MergeHook, MethodSpec, Prepared, materialize_on
+from .base import BETAS, HParam, MergeHook, MethodSpec, Prepared, materialize_on, needs_package
 from .flops import dense_train_flops
 from .layerwise import LayerwiseOptimizer, skip_reason, split_hidden
 
@@ -40,5 +40,6 @@ def build(model, block_size, hp, ctx) -> Prepared:
 SPECS = [
     MethodSpec("galore", "GaLore", "#b15928",
                "GaLore (galore-torch GaLoreAdamW) on the hidden matrices, per-layer updates in backward hooks",
-               build=build, train_flops=dense_train_flops, hparams=HPARAMS, skip_reason=skip_reason),
+               build=build, train_flops=dense_train_flops, hparams=HPARAMS,
+               skip_reason=needs_package("galore_torch", "galore-torch", skip_reason)),
 ]

@@ -12,7 +12,6 @@ from collections.abc import Callable, Iterable
 import torch
 from torch import nn
 
-
 # points these methods cannot measure as named (child.skip_reason reads MethodSpec.skip_reason)
 CUDAGRAPH_REASON = "per-layer optimizer steps run in backward hooks, outside a captured CUDA graph"
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from .base import BETAS, HParam, MergeHook, MethodSpec, Prepared, adamw, materialize_on
+from .base import BETAS, HParam, MergeHook, MethodSpec, Prepared, adamw, materialize_on, needs_package
 from .flops import dense_train_flops
 
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -47,6 +47,7 @@ def adapter_params(rank: int, model: nn.Module) -> int:
 SPECS = [
     MethodSpec(f"lora-r{r}", f"LoRA (r={r})", color,
                f"LoRA rank {r} (peft) on the hidden linears, base frozen, adapters in the model dtype",
-               build=_build(r), train_flops=dense_train_flops, hparams=HPARAMS)
+               build=_build(r), train_flops=dense_train_flops, hparams=HPARAMS,
+               skip_reason=needs_package("peft", "peft"))
     for r, color in ((160, "#b2df8a"), (320, "#33a02c"))
 ]

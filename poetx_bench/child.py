@@ -50,7 +50,8 @@ def skip_reason(cfg: dict) -> str | None:
 
     spec = METHODS.get(cfg["method"])
     backend = cfg.get("backend") if spec is not None and spec.uses_backend else None
-    return (backend_skip(cfg["method"], backend, cfg["device"])
+    return ((spec.skip_reason(cfg) if spec is not None and spec.skip_reason else None)
+            or backend_skip(cfg["method"], backend, cfg["device"])
             or unavailable(cfg.get("compile", "none"), cfg["device"], backend)
             or multiprocess_skip_reason(cfg, backend))
 

@@ -10,6 +10,7 @@ ADDED_KEY_DEFAULTS = {
     "cayley_scope": "layer",  # triton rows design: Cayley per layer, or batched over the model per step
     "nproc": 1,             # processes (GPUs) per train point; > 1 runs under torchrun
     "parallel": "ddp",      # data parallelism of a multi-process point: ddp | fsdp (FSDP2 fully_shard)
+    "checkpointing": False,  # gradient checkpointing of every decoder block (methods/checkpointing.py)
 }
 TRAIN_ONLY_KEYS = ("nproc", "parallel")
 

@@ -84,6 +84,18 @@ def _nbytes(t: torch.Tensor) -> int:
     return t.numel() * t.element_size()
 
 
+def _storage_tensors(v) -> list[torch.Tensor]:
+    """The plain tensors holding `v`'s bytes: `v` itself, or the inner tensors of a wrapper subclass such as
+    torchao's 8-bit optimizer state (codes, scales, code book), whose own numel * element_size would count
+    it at its outer dtype; not a tensor: none."""
+    if not torch.is_tensor(v):
+        return []
+    if type(v) is not torch.Tensor and hasattr(v, "__tensor_flatten__"):
+        names, _ = v.__tensor_flatten__()
+        return [t for n in names for t in _storage_tensors(getattr(v, n))]
+    return [v]
+
+
 def memory_breakdown(model: torch.nn.Module, optimizer: torch.optim.Optimizer, peak: int) -> dict:
     """Bytes of frozen params, trainable params, gradients, optimizer state; the rest of the peak is
     activations and everything else (workspace, allocator fragmentation, temporaries)."""
@@ -94,10 +106,10 @@ def memory_breakdown(model: torch.nn.Module, optimizer: torch.optim.Optimizer, p
     state = 0
     for st in optimizer.state.values():
         for v in st.values():
-            v = _local(v) if torch.is_tensor(v) else v
-            if torch.is_tensor(v) and v.data_ptr() not in seen:
-                seen.add(v.data_ptr())
-                state += _nbytes(v)
+            for t in _storage_tensors(_local(v) if torch.is_tensor(v) else v):
+                if t.data_ptr() not in seen:
+                    seen.add(t.data_ptr())
+                    state += _nbytes(t)
     other = peak - (frozen + trainable + grads + state)
     return {"frozen_params": frozen, "trainable_params": trainable, "gradients": grads,
             "optimizer_state": state, "activations_other": other}

@@ -48,13 +48,15 @@ TRAIN_KEYS = {
     "data": (str, False), "eval_every": (int, False), "eval_batches": (int, False),
     "merge_every": (int, False), "tokenizer": (str, False), "vocab_size": (int, False),
     "max_memory_gb": ((int, float), False),
+    "checkpointing": (bool, False),  # gradient checkpointing per decoder block, any method
     "hparams": (dict, False),  # [hparams.METHOD]: the method's own hyperparameters (its schema)
     "nproc": ((int, list), False), "parallel": ((str, list), False),
 }
 LAYER_KEYS = {"shapes": (list, True), "tokens": (list, True)}
 # keys a per-method override may change
 OVERRIDABLE = {"steps", "warmup_steps", "dtype", "backend", "merge_every", "timeout", "eval_every",
-               "repeats", "max_memory_gb", "block_impl", "compile", "cayley_scope", "nproc", "parallel"}
+               "repeats", "max_memory_gb", "block_impl", "compile", "cayley_scope", "nproc", "parallel",
+               "checkpointing"}
 
 TRAIN_DEFAULTS = {"steps": 10, "warmup_steps": 3, "dtype": "auto", "seed": 0, "data": "default",
                   "eval_every": 0, "eval_batches": 2, "merge_every": 200, "backend": "torch",

@@ -25,7 +25,13 @@ def train(method, steps, **kw):
     return [float(trainer.step()) for _ in range(steps)]
 
 
-@pytest.mark.parametrize("method", list(METHODS))
+# the memory-efficient baselines have their own loss-falls test with a zero-lr control (tests/test_baselines.py):
+# LoRA's frozen random base learns too slowly for this threshold at its defaults, and AdamW 8-bit's compiled
+# step would compile here for minutes
+BASELINES_TESTED_ELSEWHERE = {"adamw-8bit", "lora-r160", "lora-r320", "galore", "apollo", "apollo-mini"}
+
+
+@pytest.mark.parametrize("method", [m for m in METHODS if m not in BASELINES_TESTED_ELSEWHERE])
 def test_loss_falls_on_default_corpus(method):
     losses = train(method, 30)
     assert all(math.isfinite(x) for x in losses)

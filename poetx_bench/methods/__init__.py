@@ -20,6 +20,10 @@ _MODULES = (
     "poetx",
     "poetxq",
     "muon",
+    "adamw8bit",
+    "lora",
+    "galore",
+    "apollo",
 )
 
 METHODS: dict[str, MethodSpec] = {
@@ -43,13 +47,14 @@ def get_method(name: str) -> MethodSpec:
 
 def prepare(model, method: str, block_size: int | None = None, *, device=None, seed: int | None = None,
             merge_every: int | None = None, hparams: dict | None = None, backend: str | None = None,
-            block_impl: str = "auto", **options) -> Prepared:
+            block_impl: str = "auto", checkpointing: bool = False, **options) -> Prepared:
     """Wrap `model` for `method` and build its optimizer and per-step hook (see MethodSpec.build).
 
     `model` may still be on the meta device (reference.models.build_model(meta=True)); it is then converted
     there and materialised on `device`, so no weight is allocated twice. `hparams` override the method's
     defaults (unknown keys: ValueError). Options: compute_dtype (autocast of adamw-mixed) and layer options
-    (cayley, neumann_terms; poetx_cls, the POET-X layer class of a backend)."""
+    (cayley, neumann_terms; poetx_cls, the POET-X layer class of a backend). `checkpointing` runs every
+    decoder block under torch.utils.checkpoint (checkpointing.py), whatever the method."""
     spec = get_method(method)
     unknown = set(options) - set(LAYER_OPTIONS) - {"compute_dtype"}
     if unknown:
@@ -58,4 +63,9 @@ def prepare(model, method: str, block_size: int | None = None, *, device=None, s
                        compute_dtype=options.get("compute_dtype"),
                        backend=backend if spec.uses_backend else None, block_impl=block_impl,
                        layer_opts={k: v for k, v in options.items() if k in LAYER_OPTIONS})
-    return spec.build(model, block_size, spec.resolve_hparams(hparams), ctx)
+    prepared = spec.build(model, block_size, spec.resolve_hparams(hparams), ctx)
+    if checkpointing:
+        from .checkpointing import enable_checkpointing
+
+        enable_checkpointing(prepared.model)
+    return prepared

@@ -77,6 +77,9 @@ class MethodSpec:
     train_flops(cfg: LlamaConfig, block_size, tokens, seq_len, vocab) -> float
     build_layer(in_features, out_features, block_size, cfg, device, dtype) -> nn.Module, for layer suites
         (None: the method has no single-layer form).
+    skip_reason(cfg: dict) -> str | None: why a point of this method cannot measure what it names (its
+        package cannot run there, a compile setting it cannot capture); None: it can. The point is then
+        recorded as skipped with that one-line reason (child.skip_reason).
     """
 
     name: str
@@ -91,6 +94,7 @@ class MethodSpec:
     build_layer: Callable[..., nn.Module] | None = None
     poet_state: bool = True      # its layer holds POET's state (float W0): the correctness check can load
                                  # a POET layer's state into it and compare (POET-XQ stores W0 in int8)
+    skip_reason: Callable[[dict], str | None] | None = None
 
     def resolve_hparams(self, given: Mapping | None) -> dict:
         """Defaults with `given` on top; an unknown key or bad value is a ValueError naming it."""
@@ -218,6 +222,18 @@ def materialize_on(model: nn.Module, device, seed: int | None) -> str:
     if device_of(model).type == "meta":
         materialize(model, device or "cpu", seed)
     return device_of(model).type
+
+
+def needs_package(module: str, dist: str, extra: Callable[[dict], str | None] | None = None):
+    """A MethodSpec.skip_reason: a one-line reason when `module` (distribution `dist`, in the `baselines`
+    extra) is not importable, else `extra`'s verdict."""
+    def reason(cfg: dict) -> str | None:
+        import importlib.util
+
+        if importlib.util.find_spec(module) is None:
+            return f"{dist} is not installed (pip install -e \".[baselines]\")"
+        return extra(cfg) if extra else None
+    return reason
 
 
 BETAS = HParam(float, (0.9, 0.999), "Adam betas", length=2)

@@ -209,6 +209,10 @@ def test_methods_registry_and_prepare_trains():
     torch.manual_seed(0)
     ids = torch.randint(0, 1000, (2, 17))
     for method in METHODS:
+        spec = METHODS[method]
+        if spec.skip_reason and spec.skip_reason({"kind": "train", "method": method, "device": "cpu",
+                                                  "compile": "none"}):
+            continue  # a baseline whose package is not installed (the `baselines` extra)
         model = build_model("tiny", meta=True, vocab_size=1000)
         prep = prepare(model, method, block_size=32, device="cpu", seed=0, merge_every=3)
         losses = []

@@ -224,3 +224,12 @@ def test_a_missing_package_skips_its_points_with_a_one_line_reason(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "peft" else real(name, *a))
     why = skip_reason({"kind": "train", "device": "cpu", "compile": "none", "method": "lora-r160"})
     assert why and "\n" not in why and "peft" in why and "baselines" in why
+
+
+def test_missing_package_is_a_skip_reason_even_for_a_submodule():
+    """find_spec of a submodule imports its parent: a missing parent must read as 'not installed', not raise
+    (a baseline's point would otherwise end as an error instead of a skip)."""
+    from poetx_bench.methods.base import needs_package
+
+    why = needs_package("no_such_package_xyz.optim", "no-such-package")({})
+    assert why and "not installed" in why and "\n" not in why

@@ -230,7 +230,11 @@ def needs_package(module: str, dist: str, extra: Callable[[dict], str | None] | 
     def reason(cfg: dict) -> str | None:
         import importlib.util
 
-        if importlib.util.find_spec(module) is None:
+        try:  # find_spec of a submodule imports its parent, which raises when the parent is missing
+            missing = importlib.util.find_spec(module) is None
+        except ModuleNotFoundError:
+            missing = True
+        if missing:
             return f"{dist} is not installed (pip install -e \".[baselines]\")"
         return extra(cfg) if extra else None
     return reason

@@ -339,7 +339,7 @@ def rows_kernels(rec, device, dtype, tokens, dims, blocks, timer, peaks, terms=3
                 (f"rows_grad_b{b}", partial(R.rows_grad, xt, xt, side, True, False), blk_flop, blk_bytes),
                 (f"cayley_fwd_b{b}", lambda packed=packed, b=b: R.cayley_forward(R.skew_unpack(packed, b), terms),
                  R.cayley_units(terms)[0] * cay_flop, n * b * b * elt * 2),
-                (f"cayley_bwd_b{b}", partial(R.cayley_horner_backward, packed, gg, b, terms),
+                (f"cayley_bwd_b{b}", partial(R.cayley_packed_backward, packed, gg, b, terms),
                  R.cayley_units(terms)[1] * cay_flop, n * b * b * elt * 3)]
         for name, fn, flop, nbytes in cases:
             base = {"section": "rows", "name": name, "dim": dim, "tokens": tokens,

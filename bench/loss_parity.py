@@ -73,6 +73,11 @@ def _label(cfg: dict) -> str:
 VARYING = ("backend", "compile", "seed", "block_impl", "cayley_scope")
 
 
+def _impl(cfg: dict) -> tuple:
+    """What ran: the implementation and capture mode (VARYING without the seed)."""
+    return tuple(cfg.get(k) for k in VARYING if k != "seed")
+
+
 def _setup(cfg: dict) -> tuple:
     return tuple(sorted((k, repr(v)) for k, v in cfg.items() if k not in VARYING and k != "point_id"))
 
@@ -92,10 +97,8 @@ def pairs(rows: list[dict]):
         if not eager:
             continue
         ref = next((r for r in eager if r["config"].get("backend") == "triton"), eager[0])
-        impl = tuple(ref["config"].get(k) for k in ("backend", "compile", "block_impl", "cayley_scope"))
         reseeded = next((r for r in group if r["config"].get("seed", 0) != ref["config"].get("seed", 0)
-                         and tuple(r["config"].get(k) for k in ("backend", "compile", "block_impl",
-                                                                "cayley_scope")) == impl), None)
+                         and _impl(r["config"]) == _impl(ref["config"])), None)
         for other in group:
             if other is not ref and other is not reseeded \
                     and other["config"].get("seed", 0) == ref["config"].get("seed", 0):

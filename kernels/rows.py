@@ -303,7 +303,7 @@ class CayleyFunction(torch.autograd.Function):
         return (None, None, *grads)
 
 
-def cayley_horner_backward(packed: torch.Tensor, grad_g: torch.Tensor, b: int, t: int) -> torch.Tensor:
+def cayley_packed_backward(packed: torch.Tensor, grad_g: torch.Tensor, b: int, t: int) -> torch.Tensor:
     """Gradient of the packed parameters given dL/dG (the Cayley backward as one call, for benchmarks)."""
     return skew_pack_grad(cayley_backward_dq(skew_unpack(packed, b), grad_g, t))
 

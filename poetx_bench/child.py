@@ -53,16 +53,10 @@ def skip_reason(cfg: dict) -> str | None:
     return ((spec.skip_reason(cfg) if spec is not None and spec.skip_reason else None)
             or backend_skip(cfg["method"], backend, cfg["device"])
             or unavailable(cfg.get("compile", "none"), cfg["device"], backend)
-            or multiprocess_skip_reason(cfg, backend))
+            or multiprocess_skip_reason(cfg, backend, spec))
 
 
-def _method_spec(name: str):
-    from .methods import get_method
-
-    return get_method(name)
-
-
-def multiprocess_skip_reason(cfg: dict, backend: str | None) -> str | None:
+def multiprocess_skip_reason(cfg: dict, backend: str | None, spec=None) -> str | None:
     """What a multi-process point (nproc > 1) cannot run."""
     if cfg.get("nproc", 1) <= 1:
         return None
@@ -74,7 +68,7 @@ def multiprocess_skip_reason(cfg: dict, backend: str | None) -> str | None:
         return "backend = official runs single-process only (its merge draws from rank-local RNG state)"
     if cfg.get("parallel") == "fsdp" and cfg.get("cayley_scope", "layer") != "layer":
         return "cayley_scope = model with fsdp: its pre-forward hook would read sharded skew parameters"
-    if cfg.get("parallel") == "fsdp" and not _method_spec(cfg["method"]).poet_state:
+    if cfg.get("parallel") == "fsdp" and spec is not None and not spec.poet_state:
         return f"{cfg['method']} with fsdp: its quantized W0 and per-row scales are not sharded alike yet"
     if cfg["device"] == "cuda":
         import torch

@@ -6,9 +6,9 @@ random projection renewed every 200 steps, lr 0.01)."""
 
 from __future__ import annotations
 
-from .base import BETAS, HParam, MergeHook, MethodSpec, Prepared, materialize_on, needs_package
+from .base import BETAS, HParam, MethodSpec, Prepared, needs_package
 from .flops import dense_train_flops
-from .layerwise import LayerwiseOptimizer, skip_reason, split_hidden
+from .layerwise import prepare_layerwise, skip_reason
 
 
 def _hparams(rank: int, scale_type: str, scale: float) -> dict:
@@ -29,20 +29,16 @@ def _hparams(rank: int, scale_type: str, scale: float) -> dict:
 def build(model, block_size, hp, ctx) -> Prepared:
     from apollo_torch import APOLLOAdamW
 
-    materialize_on(model, ctx.device, ctx.seed)
-    hidden, rest = split_hidden(model)
     kw = {"lr": hp["lr"], "betas": tuple(hp["betas"]), "eps": hp["eps"], "weight_decay": hp["weight_decay"]}
     low_rank = {k: hp[k] for k in ("rank", "scale_type", "scale", "proj", "update_proj_gap", "proj_type")}
-    pairs = []
-    for i, p in enumerate(hidden):
+    def hidden_opt(i, p):
         opt = APOLLOAdamW([{"params": [p], **low_rank}], **kw)
         # one optimizer per parameter would give every projector seed 1: number them over the model, as
         # a single APOLLOAdamW over all parameters does
         opt.state[p]["seed"] = i + 1
-        pairs.append((p, opt))
-    pairs += [(p, APOLLOAdamW([p], **kw)) for p in rest]
-    opt = LayerwiseOptimizer(pairs)
-    return Prepared(model, opt, MergeHook(model, opt, ctx.merge_every))
+        return opt
+
+    return prepare_layerwise(model, ctx, hidden_opt, lambda p: APOLLOAdamW([p], **kw))
 
 
 SPECS = [

@@ -6,9 +6,9 @@ used rank 128-512, gap 200, lr 0.01."""
 
 from __future__ import annotations
 
-from .base import BETAS, HParam, MergeHook, MethodSpec, Prepared, materialize_on, needs_package
+from .base import BETAS, HParam, MethodSpec, Prepared, needs_package
 from .flops import dense_train_flops
-from .layerwise import LayerwiseOptimizer, skip_reason, split_hidden
+from .layerwise import prepare_layerwise, skip_reason
 
 HPARAMS = {
     "lr": HParam(float, 0.005, "learning rate (all parameters)"),
@@ -25,16 +25,12 @@ HPARAMS = {
 def build(model, block_size, hp, ctx) -> Prepared:
     from galore_torch import GaLoreAdamW
 
-    materialize_on(model, ctx.device, ctx.seed)
-    hidden, rest = split_hidden(model)
     kw = {"lr": hp["lr"], "betas": tuple(hp["betas"]), "eps": hp["eps"], "weight_decay": hp["weight_decay"],
           "no_deprecation_warning": True}
     low_rank = {"rank": hp["rank"], "update_proj_gap": hp["update_proj_gap"], "scale": hp["scale"],
                 "proj_type": hp["proj_type"]}
-    pairs = [(p, GaLoreAdamW([{"params": [p], **low_rank}], **kw)) for p in hidden]
-    pairs += [(p, GaLoreAdamW([p], **kw)) for p in rest]
-    opt = LayerwiseOptimizer(pairs)
-    return Prepared(model, opt, MergeHook(model, opt, ctx.merge_every))
+    return prepare_layerwise(model, ctx, lambda i, p: GaLoreAdamW([{"params": [p], **low_rank}], **kw),
+                             lambda p: GaLoreAdamW([p], **kw))
 
 
 SPECS = [

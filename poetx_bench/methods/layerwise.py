@@ -85,3 +85,15 @@ def split_hidden(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Paramete
               and m.weight.requires_grad]
     ids = {id(p) for p in hidden}
     return hidden, [p for p in model.parameters() if p.requires_grad and id(p) not in ids]
+
+
+def prepare_layerwise(model: nn.Module, ctx, hidden_opt: Callable, rest_opt: Callable):
+    """The build shared by the per-layer methods: materialise the model, give each hidden matrix
+    `hidden_opt(index, param)` and every other parameter `rest_opt(param)`, step them from hooks."""
+    from .base import MergeHook, Prepared, materialize_on
+
+    materialize_on(model, ctx.device, ctx.seed)
+    hidden, rest = split_hidden(model)
+    pairs = [(p, hidden_opt(i, p)) for i, p in enumerate(hidden)] + [(p, rest_opt(p)) for p in rest]
+    opt = LayerwiseOptimizer(pairs)
+    return Prepared(model, opt, MergeHook(model, opt, ctx.merge_every))

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from .backends import BACKENDS
 from .errors import HarnessError, UserError
+from .measure import INJECTED_DELAY_ENV
 from .results import claim_folder
 from .runner import EXIT_BAD_INPUT, EXIT_HARNESS, Runner, RunOptions, describe_point, estimate_seconds
 
@@ -118,6 +119,7 @@ def cmd_sweep(args) -> int:
     from .suite import apply_filters, load_suite, parse_sets
 
     _check_run_options(args)
+    delay = _injected_delay()
     device = args.device or best_device()
     suite = load_suite(args.suite, device=device, sets=parse_sets(args.sets))
     launch = launch_settings(args, device, suite.slurm, suite.path)
@@ -138,9 +140,22 @@ def cmd_sweep(args) -> int:
                           timeout=args.timeout, quiet=args.quiet, profile=args.profile, suite_name=suite.name,
                           **launch)
         print(f"sweep {suite.name}: {len(points)} points on {device} -> {results}", file=sys.stderr)
+        if delay:
+            print(f"warning: {INJECTED_DELAY_ENV}={delay:g}: every timed step and layer call is slowed on "
+                  "purpose (the gate's self-test); rows record injected_delay_ms", file=sys.stderr)
         rc = Runner(opts).run(points)
         _print_summary(results, points)
     return rc
+
+
+def _injected_delay() -> float:
+    """The gate self-test's delay, checked before any point starts (a bad value is exit 2, not N errors)."""
+    from .measure import injected_delay_ms
+
+    try:
+        return injected_delay_ms()
+    except ValueError as exc:
+        raise UserError(f"environment: {exc}") from None
 
 
 def _print_plan(suite: str, points: list[dict], device: str, timeout: float | None, slots: int = 1) -> None:

@@ -18,7 +18,7 @@ from torch import nn
 from .backends import run_facts
 from .capture import graph_callable
 from .flops import LINEAR, layer_fwd_bwd_flops
-from .measure import bf16_peak_flops, summarize
+from .measure import apply_injected_delay, bf16_peak_flops, injected_delay_ms, summarize
 from .methods import get_method
 from .train_point import DTYPES
 
@@ -138,11 +138,19 @@ def run_layer_point(cfg: dict) -> dict:
             p.grad = None
 
     eager_fwd_bwd = fwd_bwd
+    delay_ms = injected_delay_ms()
     mode = cfg.get("compile", "none")
     if mode == "compile":
         layer = torch.compile(layer)
     elif mode == "cudagraph":
         fwd_bwd = graph_callable(fwd_bwd)
+
+    if delay_ms:  # the gate's self-test: every timed call (not the plain peak-memory pass) gets slower
+        timed_call = fwd_bwd
+
+        def fwd_bwd():
+            timed_call()
+            apply_injected_delay(delay_ms, device.type == "cuda")
 
     repeats, warmup = cfg.get("repeats", 50), cfg.get("warmup_steps", 10)
     if device.type == "cuda":
@@ -182,6 +190,8 @@ def run_layer_point(cfg: dict) -> dict:
         "total_params": sum(p.numel() for p in layer.parameters()),
     }
     metrics.update(run_facts(cfg))
+    if delay_ms:
+        metrics["injected_delay_ms"] = delay_ms
     if device.type == "cuda":
         from .env import static_env
 

@@ -116,6 +116,54 @@ def memory_breakdown(model: torch.nn.Module, optimizer: torch.optim.Optimizer, p
 
 
 # --- timing ------------------------------------------------------------------------------------------
+INJECTED_DELAY_ENV = "POETX_BENCH_INJECTED_DELAY_MS"
+
+
+def injected_delay_ms() -> float:
+    """The gate's self-test: ms of extra work added to every timed step or layer call, from
+    POETX_BENCH_INJECTED_DELAY_MS (0 when unset). Not a config field, so a slowed run keeps its points'
+    keys and pairs with the baseline; rows record it as `injected_delay_ms`. Bad values exit 2 upstream."""
+    raw = os.environ.get(INJECTED_DELAY_ENV, "").strip()
+    if not raw:
+        return 0.0
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value >= 0 or value == float("inf"):
+        raise ValueError(f"{INJECTED_DELAY_ENV}={raw!r}: expected a finite number of milliseconds >= 0")
+    return value
+
+
+_CYCLES_PER_MS: dict[int, float] = {}
+
+
+def _gpu_cycles_per_ms() -> float:
+    """Calibrate torch.cuda._sleep (a spin of N clock cycles) against CUDA events once per device."""
+    dev = torch.cuda.current_device()
+    if dev not in _CYCLES_PER_MS:
+        n = 2_000_000
+        torch.cuda._sleep(n)  # warm-up
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        torch.cuda._sleep(n)
+        b.record()
+        b.synchronize()
+        _CYCLES_PER_MS[dev] = n / max(a.elapsed_time(b), 1e-6)
+    return _CYCLES_PER_MS[dev]
+
+
+def apply_injected_delay(ms: float, cuda: bool) -> None:
+    """Add `ms` of work in stream order: a GPU spin on CUDA (so event timing sees it even when the host
+    runs ahead), a sleep on CPU."""
+    if ms <= 0:
+        return
+    if cuda:
+        torch.cuda._sleep(int(ms * _gpu_cycles_per_ms()))
+    else:
+        time.sleep(ms / 1e3)
+
+
 class StepTimer:
     """Per-step wall time from a start and an end mark around each step: CUDA events on GPU (no host
     sync inside the loop), perf_counter on CPU. Work between steps (eval, progress) is never counted."""
@@ -123,6 +171,7 @@ class StepTimer:
     def __init__(self, device: torch.device):
         self.cuda = device.type == "cuda"
         self.pairs: list = []
+        self.delay_ms = injected_delay_ms()
 
     def _now(self):
         if self.cuda:
@@ -135,6 +184,7 @@ class StepTimer:
         self.pairs.append([self._now(), None])
 
     def stop(self) -> None:
+        apply_injected_delay(self.delay_ms, self.cuda)
         self.pairs[-1][1] = self._now()
 
     def durations(self) -> list[float]:

@@ -292,6 +292,8 @@ def run_train_point(cfg: dict, on_progress=None, world: World | None = None) -> 
         "data": trainer.data.describe(),
     }
     metrics.update(run_facts(cfg))
+    if timer.delay_ms:
+        metrics["injected_delay_ms"] = timer.delay_ms
     if cuda:
         metrics["phase_peaks_bytes"] = phases
         metrics["gpu_state_before"] = state_before

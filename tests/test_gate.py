@@ -532,3 +532,62 @@ def test_gpu_gate_script_without_baseline_exits_2_with_one_line(tmp_path):
     assert proc.returncode == 2 and "measured on NVIDIA H200" in proc.stderr, proc.stderr
     assert proc.stderr.count("\n") == 1 and not (tmp_path / "out").exists()
     assert _script(tmp_path, other, "--bogus").returncode == 2
+
+
+# --- the gate's self-test: an injected delay keeps the points' keys and fails the gate ----------------
+LAYER_SUITE = ('kind = "layer"\nmethods = ["linear", "poetx-mem"]\nshapes = [[64, 96]]\ntokens = [16]\n'
+               'block_sizes = [32]\nrepeats = 12\nwarmup_steps = 2\n')
+
+
+def test_step_timer_adds_the_injected_delay(monkeypatch):
+    import time as _time
+
+    import torch
+
+    from poetx_bench.measure import INJECTED_DELAY_ENV, StepTimer
+
+    monkeypatch.setenv(INJECTED_DELAY_ENV, "30")
+    timer = StepTimer(torch.device("cpu"))
+    timer.start()
+    _time.sleep(0.005)
+    timer.stop()
+    (d,) = timer.durations()
+    assert 0.033 < d < 0.2, d
+
+
+def test_injected_delay_pairs_with_baseline_and_fails_naming_metric(tmp_path, monkeypatch, capsys):
+    from poetx_bench.cli import main
+    from poetx_bench.measure import INJECTED_DELAY_ENV
+    from poetx_bench.results import read_rows
+
+    suite = tmp_path / "layer.toml"
+    suite.write_text(LAYER_SUITE)
+    args = ["sweep", "--suite", str(suite), "--device", "cpu", "--quiet"]
+    assert main(args + ["--out", str(tmp_path / "base")]) == 0
+    monkeypatch.setenv(INJECTED_DELAY_ENV, "20")
+    assert main(args + ["--out", str(tmp_path / "slow")]) == 0
+    base, slow = (read_rows(tmp_path / d / "results.jsonl") for d in ("base", "slow"))
+    assert sorted(r["point_id"] for r in base) == sorted(r["point_id"] for r in slow)
+    assert all(r["metrics"]["injected_delay_ms"] == 20 for r in slow)
+    assert all("injected_delay_ms" not in r["metrics"] for r in base)
+    capsys.readouterr()
+    rules = Path(__file__).parents[1] / "reports" / "baselines" / "h100-rules.toml"
+    rc = main(["gate", "--baseline", str(tmp_path / "base" / "results.jsonl"),
+               "--current", str(tmp_path / "slow" / "results.jsonl"), "--rules", str(rules),
+               "--allow-different-devices"])
+    out = capsys.readouterr().out
+    assert rc == 1, out
+    assert "fwd_bwd_ms" in out and "FAIL" in out
+
+
+def test_bad_injected_delay_exits_2_before_any_point(tmp_path, monkeypatch, capsys):
+    from poetx_bench.cli import main
+    from poetx_bench.measure import INJECTED_DELAY_ENV
+
+    suite = tmp_path / "layer.toml"
+    suite.write_text(LAYER_SUITE)
+    monkeypatch.setenv(INJECTED_DELAY_ENV, "fast")
+    rc = main(["sweep", "--suite", str(suite), "--device", "cpu", "--quiet", "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert rc == 2 and INJECTED_DELAY_ENV in err and "'fast'" in err, err
+    assert not (tmp_path / "o" / "results.jsonl").exists()

@@ -4,13 +4,15 @@
 #
 #   bash bench/gpu-gate.sh [--out DIR] [--new-baseline] [-- GATE OPTIONS]
 #
-#   --out DIR        where the sweeps write (default runs/gpu-gate): DIR/results.jsonl, DIR/gate.md
+#   --out DIR        where the sweeps write (default runs/gpu-gate): DIR/SUITE/ per suite, their rows together
+#                    in DIR/results.jsonl, the verdict in DIR/gate.md
 #   --new-baseline   refresh after an intended change: run the suites and write the results to the
 #                    baseline file instead of gating (refused when a point did not finish ok)
 #   GATE OPTIONS     passed to `python -m poetx_bench gate`, e.g. --allow-different-devices
 #
 # POETX_GATE_BASELINE / POETX_GATE_RULES override reports/baselines/h100-gate.jsonl and
-# reports/baselines/h100-rules.toml. The training points read the default corpus: on a machine without
+# reports/baselines/h100-rules.toml; POETX_GATE_SUITES / POETX_GATE_DEVICE the suites and device.
+# The training points read the default corpus: on a machine without
 # network, prepare it elsewhere (`python -m poetx_bench data prepare`) and carry $POETX_BENCH_CACHE.
 #
 # Exit status: the gate's (0 pass, 1 regression, 2 nothing comparable, different machines, missing
@@ -22,6 +24,9 @@ py=${PYTHON:-python3}
 baseline=${POETX_GATE_BASELINE:-reports/baselines/h100-gate.jsonl}
 rules=${POETX_GATE_RULES:-reports/baselines/h100-rules.toml}
 out=runs/gpu-gate
+# POETX_GATE_SUITES / POETX_GATE_DEVICE: which suites and device (the script's own test runs tiny CPU suites)
+suites=${POETX_GATE_SUITES:-gpu-gate-layer gpu-gate-train}
+device=${POETX_GATE_DEVICE:-cuda}
 refresh=0
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -44,8 +49,8 @@ case " $* " in *" --allow-different-devices "*) ;; *)
   if [ "$refresh" = 0 ]; then
     "$py" - "$baseline" <<'PY'
 import json, sys
-from poetx_bench.env import gpu_info
-here = gpu_info().get("device_name")
+from poetx_bench.env import static_env
+here = static_env().get("device_name")  # the GPU model, or the CPU model where no GPU is
 rows = [json.loads(line) for line in open(sys.argv[1]) if line.strip()]
 theirs = sorted({str((r.get("env") or {}).get("device_name")) for r in rows})
 if theirs != [str(here)]:
@@ -56,10 +61,14 @@ PY
   fi ;;
 esac
 
+# each suite sweeps into its own folder (a results folder belongs to one run); the gate reads their union
 rm -rf "$out"
-"$py" -m poetx_bench sweep --suite gpu-gate-layer --device cuda --out "$out"
-"$py" -m poetx_bench sweep --suite gpu-gate-train --device cuda --out "$out"
+mkdir -p "$out"
 results="$out/results.jsonl"
+for suite in $suites; do
+  "$py" -m poetx_bench sweep --suite "$suite" --device "$device" --out "$out/$suite"
+  cat "$out/$suite/results.jsonl" >> "$results"
+done
 
 if [ "$refresh" = 1 ]; then
   "$py" - "$results" <<'PY'

@@ -511,14 +511,14 @@ def test_gpu_gate_suites_time_enough_samples():
     assert rules["tokens_per_s"]["effect_rel"] == 0.25 and rules["fwd_bwd_ms"]["rel"] < 0.25
 
 
-def _script(tmp_path, baseline: Path, *args):
+def _script(tmp_path, baseline: Path, *args, out: str = "out", timeout: float = 120, **extra_env):
     import os
     import subprocess
     import sys
 
-    env = {**os.environ, "POETX_GATE_BASELINE": str(baseline), "PYTHON": sys.executable}
-    return subprocess.run(["bash", str(ROOT / "bench" / "gpu-gate.sh"), "--out", str(tmp_path / "out"), *args],
-                          env=env, capture_output=True, text=True, timeout=120)
+    env = {**os.environ, "POETX_GATE_BASELINE": str(baseline), "PYTHON": sys.executable, **extra_env}
+    return subprocess.run(["bash", str(ROOT / "bench" / "gpu-gate.sh"), "--out", str(tmp_path / out), *args],
+                          env=env, capture_output=True, text=True, timeout=timeout)
 
 
 def test_gpu_gate_script_without_baseline_exits_2_with_one_line(tmp_path):
@@ -591,3 +591,25 @@ def test_bad_injected_delay_exits_2_before_any_point(tmp_path, monkeypatch, caps
     err = capsys.readouterr().err
     assert rc == 2 and INJECTED_DELAY_ENV in err and "'fast'" in err, err
     assert not (tmp_path / "o" / "results.jsonl").exists()
+
+
+def test_gpu_gate_script_end_to_end_on_cpu_suites(tmp_path):
+    """The script's whole path on two tiny CPU suites: a refresh writes both suites' rows to the baseline,
+    and a run slowed by the injected delay gates against it with exit 1."""
+    from poetx_bench.measure import INJECTED_DELAY_ENV
+
+    (tmp_path / "layer.toml").write_text(LAYER_SUITE)
+    (tmp_path / "train.toml").write_text(
+        'methods = ["adamw"]\nmodels = ["tiny"]\nseq_lens = [16]\nbatch_sizes = [2]\nsteps = 10\n'
+        'warmup_steps = 1\ndtype = "float32"\ndata = "synthetic"\nvocab_size = 256\n')
+    suites = f"{tmp_path / 'layer.toml'} {tmp_path / 'train.toml'}"
+    baseline = tmp_path / "base.jsonl"
+    env = {"POETX_GATE_SUITES": suites, "POETX_GATE_DEVICE": "cpu"}
+    proc = _script(tmp_path, baseline, "--new-baseline", timeout=300, **env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = [json.loads(line) for line in baseline.read_text().splitlines()]
+    assert sorted(r["kind"] for r in rows) == ["layer", "layer", "train"]
+    proc = _script(tmp_path, baseline, out="slow", timeout=300, **env, **{INJECTED_DELAY_ENV: "40"})
+    assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "fwd_bwd_ms" in proc.stdout and "tokens_per_s" in proc.stdout
+    assert (tmp_path / "slow" / "gate.md").exists()

@@ -123,8 +123,8 @@ def test_dry_run_eta_is_capped_by_timeouts_and_warns_on_cpu(capsys):
     assert main(["sweep", "--suite", "paper-memory", "--device", "cpu", "--dry-run"]) == 0
     cap = capsys.readouterr()
     total = float(re.search(r"estimated ([0-9.]+) min", cap.out)[1])
-    # 63 AdamW/POET points + 36 of GaLore, APOLLO, LoRA r160/r320 (the baselines)
-    assert "99 points" in cap.out and total <= 99 * 900 / 60
+    # 90 AdamW/Muon/POET/POET-XQ points + 36 of GaLore, APOLLO, LoRA r160/r320 (the baselines)
+    assert "126 points" in cap.out and total <= 126 * 900 / 60
     assert "(its timeout)" in cap.out
     assert "meant for a GPU" in cap.err
     assert main(["sweep", "--suite", "smoke", "--device", "cpu", "--dry-run"]) == 0

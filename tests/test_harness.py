@@ -126,8 +126,8 @@ def test_dry_run_lists_points_and_filter(capsys):
     assert main(["sweep", "--suite", "paper-memory", "--device", "cuda", "--dry-run",
                  "--filter", "model=3b"]) == 0
     out = capsys.readouterr().out
-    # 3 seq lens x (adamw + 3 POET methods x 2 block sizes + galore, apollo, lora-r160, lora-r320)
-    assert "33 points in suite paper-memory" in out
+    # 3 seq lens x (adamw, muon + 4 POET methods x 2 block sizes + galore, apollo, lora-r160, lora-r320)
+    assert "42 points in suite paper-memory" in out
 
 
 def test_shipped_suites_load():

@@ -148,8 +148,12 @@ def test_report_scaling_efficiency(tmp_path):
     one = Point({"status": "ok", "config": cfg, "metrics": {"tokens_per_s": 100.0, "peak_memory_bytes": 10},
                  "env": env, "point_id": "a"})
     two = Point({"status": "ok", "config": {**cfg, "nproc": 2, "parallel": "fsdp"}, "env": env, "point_id": "b",
-                 "metrics": {"tokens_per_s": 150.0, "peak_memory_bytes": 8}})
+                 "metrics": {"tokens_per_s": 150.0, "peak_memory_bytes": 8, "peak_memory_bytes_per_rank": [8, 7],
+                             "comm_bytes_per_step_computed": {
+                                 "note": "computed", "all_gather": {"ring_send_bytes_per_rank": 30},
+                                 "reduce_scatter": {"ring_send_bytes_per_rank": 12}}}})
     (rec,) = scaling_records([one, two])
+    assert rec["peak_bytes_per_rank"] == [8, 7] and rec["comm_ring_send_bytes_per_rank"] == 42
     assert rec["scaling_efficiency"] == pytest.approx(0.75) and rec["single_point_id"] == "a"
     assert rec["peak_per_rank_vs_single"] == pytest.approx(0.8)
     assert "fsdpx2" in two.label()
@@ -173,3 +177,16 @@ def test_oom_on_a_rank_makes_the_point_oom(tmp_path):
     (row,) = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     assert row["status"] == "oom", row.get("error")
     assert row["metrics"]["failed_rank"] in (0, 1) and row["metrics"]["nproc"] == 2
+
+
+def test_paper_cells_only_beside_single_process_rows():
+    """The paper measured one GPU: a DDP/FSDP row (per-rank peak) is never put beside a paper cell."""
+    from poetx_bench.report.rows import Point
+    from poetx_bench.report.tables import paper_comparable
+
+    cfg = {"kind": "train", "method": "adamw", "model": "3b", "seq_len": 1024, "batch_size": 1,
+           "dtype": "bfloat16", "device": "cuda", "steps": 4, "seed": 0}
+    one = Point({"status": "ok", "config": cfg, "metrics": {}, "env": {}, "point_id": "a"})
+    two = Point({"status": "ok", "config": {**cfg, "nproc": 2, "parallel": "ddp"}, "metrics": {}, "env": {},
+                 "point_id": "b"})
+    assert paper_comparable(one) and not paper_comparable(two)

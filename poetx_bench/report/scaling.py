@@ -40,16 +40,34 @@ def scaling_records(points: list[Point], allow_different_devices: bool = False) 
         tps1 = ref.metric("tokens_per_s") if ref else None
         peak = p.metric("peak_memory_bytes") if p.ok else None
         peak1 = ref.metric("peak_memory_bytes") if ref else None
+        per_rank = p.series("peak_memory_bytes_per_rank") if p.ok else None
+        comm = _ring_bytes_per_rank(p.metrics.get("comm_bytes_per_step_computed")) if p.ok else None
         records.append({
             "point": p.label(), "nproc": n, "parallel": p.cfg("parallel"), "status": p.status,
             "global_tokens_per_s": tps, "single_tokens_per_s": tps1,
             "scaling_efficiency": tps / (n * tps1) if tps and tps1 else None,
             "max_rank_peak_bytes": peak, "single_peak_bytes": peak1,
             "peak_per_rank_vs_single": peak / peak1 if peak and peak1 else None,
+            "peak_bytes_per_rank": per_rank, "comm_ring_send_bytes_per_rank": comm,
             "note": "" if ref else "no ok nproc 1 row of this point (on this machine)",
             "point_id": p.point_id, "single_point_id": ref.point_id if ref else None,
         })
     return records
+
+
+def _ring_bytes_per_rank(comm) -> float | None:
+    """Bytes one rank sends per step over all collectives (ring algorithm), from the row's computed record."""
+    if not isinstance(comm, dict):
+        return None
+    sent = [v["ring_send_bytes_per_rank"] for v in comm.values()
+            if isinstance(v, dict) and isinstance(v.get("ring_send_bytes_per_rank"), (int, float))]
+    return float(sum(sent)) if sent else None
+
+
+def _gib_list(values) -> str:
+    if not isinstance(values, list) or not values:
+        return MISSING
+    return " / ".join(fmt_num(v / 2**30) for v in values)
 
 
 def scaling_section(points: list[Point], out_dir: Path, allow_different_devices: bool = False) -> Section | None:
@@ -67,11 +85,17 @@ def scaling_section(points: list[Point], out_dir: Path, allow_different_devices:
         "tokens/s at N=1": fmt_num(r["single_tokens_per_s"], 0),
         "scaling efficiency": fmt_num(r["scaling_efficiency"]) if r["scaling_efficiency"] else (r["note"] or MISSING),
         "max rank peak / N=1 peak": fmt_num(r["peak_per_rank_vs_single"]),
+        "peak GiB per rank": _gib_list(r["peak_bytes_per_rank"]),
+        "GiB sent per rank and step (computed)": fmt_num(r["comm_ring_send_bytes_per_rank"] / 2**30)
+        if r["comm_ring_send_bytes_per_rank"] else MISSING,
     } for r in records]
     sec = Section(title)
     sec.add("Scaling efficiency (computed here, from the rows) = global tokens/s at N processes / (N × tokens/s "
             "of the same point at N = 1); `batch_size` is per rank, so this is weak scaling and 1.0 is perfect. "
             "Peak memory of a multi-process row is its largest rank's. On CPU, torchrun runs each rank with "
-            "OMP_NUM_THREADS=1, so a multi-threaded N = 1 point is no fair baseline there.")
+            "OMP_NUM_THREADS=1, so a multi-threaded N = 1 point is no fair baseline there. Communication is "
+            "computed from parameter sizes, not measured: the bytes one rank sends per step over all collectives "
+            "under a ring algorithm (DDP: the gradients' all-reduce; FSDP2: parameter all-gathers and the "
+            "gradients' reduce-scatter).")
     sec.add(Table(pd.DataFrame(shown), csv=csv))
     return sec

@@ -55,10 +55,10 @@ def _sort_points(points: list[Point]) -> list[Point]:
 
 
 def paper_comparable(p: Point) -> bool:
-    """Paper cells were measured on one GPU, batch 1, bf16."""
+    """Paper cells were measured on one GPU (one process), batch 1, bf16."""
     cfg = paper.PEAK_CONFIG
     return (p.batch_size in (None, cfg["batch_size"]) and p.cfg("dtype") in (None, cfg["dtype"])
-            and p.cfg("device") in (None, cfg["device"]))
+            and p.cfg("device") in (None, cfg["device"]) and (p.nproc or 1) == 1)
 
 
 def method_label(p: Point) -> str:

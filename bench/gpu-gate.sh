@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# GPU regression gate (about 5 minutes on one H100): runs suites/gpu-gate-layer.toml and
+# GPU regression gate (about 2.5 minutes on one H100): runs suites/gpu-gate-layer.toml and
 # suites/gpu-gate-train.toml into one results file and gates it against the H100 baseline.
 #
 #   bash bench/gpu-gate.sh [--out DIR] [--new-baseline] [-- GATE OPTIONS]

@@ -101,7 +101,10 @@ def memory_breakdown(model: torch.nn.Module, optimizer: torch.optim.Optimizer, p
     activations and everything else (workspace, allocator fragmentation, temporaries)."""
     frozen = sum(_nbytes(p) for p in model.parameters() if not p.requires_grad)
     trainable = sum(_nbytes(p) for p in model.parameters() if p.requires_grad)
-    grads = trainable  # every trainable parameter holds a gradient of its own dtype at the peak
+    if getattr(optimizer, "holds_full_gradients", True):
+        grads = trainable  # every trainable parameter holds a gradient of its own dtype at the peak
+    else:  # per-layer updates free each gradient in its hook: at most about one is alive at a time
+        grads = max((_nbytes(p) for p in model.parameters() if p.requires_grad), default=0)
     seen = set()
     state = 0
     for st in optimizer.state.values():

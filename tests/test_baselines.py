@@ -233,3 +233,19 @@ def test_missing_package_is_a_skip_reason_even_for_a_submodule():
 
     why = needs_package("no_such_package_xyz.optim", "no-such-package")({})
     assert why and "not installed" in why and "\n" not in why
+
+
+def test_layerwise_breakdown_counts_one_gradient_not_the_model():
+    """GaLore/APOLLO free each gradient in its hook: the breakdown must not book the whole model's gradients
+    (on the H100 that made their `activations_other` negative)."""
+    from torch import nn
+
+    from poetx_bench.methods.layerwise import LayerwiseOptimizer
+
+    model = nn.Sequential(nn.Linear(8, 16), nn.Linear(16, 4))
+    plain = memory_breakdown(model, torch.optim.SGD(model.parameters(), lr=0.1), 10_000)
+    layerwise = memory_breakdown(model, LayerwiseOptimizer(
+        (p, torch.optim.SGD([p], lr=0.1)) for p in model.parameters()), 10_000)
+    assert plain["gradients"] == plain["trainable_params"] == 4 * (8 * 16 + 16 + 16 * 4 + 4)
+    assert layerwise["gradients"] == 4 * 8 * 16  # the largest parameter
+    assert layerwise["activations_other"] > plain["activations_other"]

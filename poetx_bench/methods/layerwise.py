@@ -23,6 +23,9 @@ def skip_reason(cfg: dict) -> str | None:
 class LayerwiseOptimizer:
     """`pairs`: (parameter, its own optimizer). Registers the hooks at construction."""
 
+    # the memory breakdown counts one parameter's gradient, not the model's (each is freed in its hook)
+    holds_full_gradients = False
+
     def __init__(self, pairs: Iterable[tuple[nn.Parameter, torch.optim.Optimizer]]):
         self.pairs = list(pairs)
         self.steps = 0  # hook calls, all parameters together

@@ -190,3 +190,27 @@ def test_paper_cells_only_beside_single_process_rows():
     two = Point({"status": "ok", "config": {**cfg, "nproc": 2, "parallel": "ddp"}, "metrics": {}, "env": {},
                  "point_id": "b"})
     assert paper_comparable(one) and not paper_comparable(two)
+
+
+def test_scaling_curve_and_paper_64_gpu_per_gpu(tmp_path):
+    """Several N of one point: the section draws the curve and puts our tokens/s per GPU at the largest N
+    beside the paper's 64-GPU cell divided by 64."""
+    from poetx_bench.report.rows import Point
+    from poetx_bench.report.scaling import scaling_section
+
+    cfg = {"kind": "train", "method": "adamw", "model": "8b", "seq_len": 1024, "batch_size": 1,
+           "dtype": "bfloat16", "device": "cuda", "steps": 10, "seed": 0}
+    env = {"device_name": "NVIDIA H100 80GB HBM3"}
+    pts = [Point({"status": "ok", "config": cfg, "env": env, "point_id": "n1",
+                  "metrics": {"tokens_per_s": 6000.0, "peak_memory_bytes": 60}})]
+    for n, tps in ((2, 11000.0), (4, 20000.0), (8, 36000.0)):
+        pts.append(Point({"status": "ok", "config": {**cfg, "nproc": n, "parallel": "ddp"}, "env": env,
+                          "point_id": f"n{n}", "metrics": {"tokens_per_s": tps, "peak_memory_bytes": 70}}))
+    sec = scaling_section(pts, tmp_path)
+    assert (tmp_path / "figures" / "scaling.png").is_file()
+    curve = (tmp_path / "figures" / "scaling.csv").read_text().splitlines()
+    assert len(curve) == 1 + 4  # header + N = 1, 2, 4, 8
+    table = (tmp_path / "tables" / "scaling_vs_paper_64gpu.csv").read_text()
+    assert "4500" in table.replace(",", "")  # 36000 / 8
+    assert "4336" in table.replace(",", "")  # paper: 277.53 k tokens/s on 64 GPUs
+    assert sec.has_data

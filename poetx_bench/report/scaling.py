@@ -12,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from .. import machines
+from . import names
 from .document import MISSING, Section, Table, fmt_int, fmt_num
 from .rows import KEY_FIELDS, Point
 
@@ -44,6 +45,9 @@ def scaling_records(points: list[Point], allow_different_devices: bool = False) 
         comm = _ring_bytes_per_rank(p.metrics.get("comm_bytes_per_step_computed")) if p.ok else None
         records.append({
             "point": p.label(), "nproc": n, "parallel": p.cfg("parallel"), "status": p.status,
+            "method": p.method, "model": p.model, "seq_len": p.seq_len, "block_size": p.block_size,
+            "batch_size": p.batch_size, "dtype": p.cfg("dtype"), "device": p.cfg("device"),
+            "single_point": ref.label() if ref else None,
             "global_tokens_per_s": tps, "single_tokens_per_s": tps1,
             "scaling_efficiency": tps / (n * tps1) if tps and tps1 else None,
             "max_rank_peak_bytes": peak, "single_peak_bytes": peak1,
@@ -98,4 +102,84 @@ def scaling_section(points: list[Point], out_dir: Path, allow_different_devices:
             "under a ring algorithm (DDP: the gradients' all-reduce; FSDP2: parameter all-gathers and the "
             "gradients' reduce-scatter).")
     sec.add(Table(pd.DataFrame(shown), csv=csv))
+    curve = _scaling_figure(records, out_dir)
+    if curve is not None:
+        sec.add(curve)
+    paper_rows = _paper_per_gpu(records)
+    if paper_rows:
+        sec.add(f"Tokens/s per GPU at our largest N beside the paper's 64 GPUs (8 nodes × 8 H100, "
+                f"{names.PAPER_CITATION}), batch 1 bf16 only. Not a ratio: 64 GPUs on 8 nodes against one "
+                "host, and the paper's parallel strategy is not ours.")
+        csv64 = _save_table(frame(paper_rows), out_dir, "scaling_vs_paper_64gpu")
+        shown64 = [{k: fmt_num(v, 0) if k.endswith("(64 GPUs)") or k.startswith("ours") else v
+                    for k, v in r.items()} for r in paper_rows]
+        sec.add(Table(pd.DataFrame(shown64).astype(str), csv=csv64))
     return sec
+
+
+def _curve_key(r: dict) -> tuple:
+    return (r["method"], r["block_size"], r["model"], r["seq_len"], r["batch_size"], r["parallel"])
+
+
+def _scaling_figure(records: list[dict], out_dir: Path):
+    """Global tokens/s and efficiency against N, one line per method x model x parallel (with its N = 1
+    point); drawn only where some line has two or more multi-process points (one N is a table, not a curve)."""
+    from . import style
+
+    lines: dict[tuple, list[dict]] = {}
+    for r in records:
+        if r["scaling_efficiency"]:
+            lines.setdefault(_curve_key(r), []).append(r)
+    lines = {k: sorted(v, key=lambda r: r["nproc"]) for k, v in lines.items() if len(v) >= 2}
+    if not lines:
+        return None
+    data = []
+    with style.styled():
+        fig = style.new_figure(11.0, 3.8)
+        ax_tps, ax_eff = fig.subplots(1, 2)
+        for (method, block, model, seq_len, _bs, parallel), rs in lines.items():
+            xs = [1] + [r["nproc"] for r in rs]
+            tps = [rs[0]["single_tokens_per_s"]] + [r["global_tokens_per_s"] for r in rs]
+            eff = [1.0] + [r["scaling_efficiency"] for r in rs]
+            label = f"{method}{f' b{block}' if block else ''} {model} L{seq_len} {parallel}"
+            style_kw = {"color": style.method_color(method), "marker": "o",
+                        "linestyle": "-" if parallel == "ddp" else "--"}
+            ax_tps.plot(xs, tps, label=label, **style_kw)
+            ax_eff.plot(xs, eff, label=label, **style_kw)
+            data += [{"line": label, "nproc": x, "global_tokens_per_s": t, "scaling_efficiency": e}
+                     for x, t, e in zip(xs, tps, eff, strict=True)]
+        for ax in (ax_tps, ax_eff):
+            ax.set_xscale("log", base=2)
+            ax.set_xlabel("GPUs (processes)")
+        ax_tps.set_ylabel("global tokens/s")
+        ax_eff.set_ylabel("scaling efficiency")
+        ax_eff.axhline(1.0, color="0.6", linewidth=0.8)
+        ax_eff.legend(fontsize=7, loc="lower left")
+        return style.save(fig, pd.DataFrame(data), out_dir, "scaling",
+                          "Weak scaling: global tokens/s and efficiency against the number of GPUs "
+                          "(solid: DDP, dashed: FSDP2; batch per GPU fixed).")
+
+
+def _paper_per_gpu(records: list[dict]) -> list[dict]:
+    """At the largest N of each method x model x L x parallel: our tokens/s per GPU, the paper's 64-GPU
+    tokens/s per GPU (its global tokens/s / 64) where the paper has the cell."""
+    from . import paper
+
+    best: dict[tuple, dict] = {}
+    for r in records:
+        if r["global_tokens_per_s"] and r["batch_size"] in (None, 1) and r["dtype"] in (None, "bfloat16") \
+                and r["device"] in (None, "cuda"):
+            k = _curve_key(r)
+            if k not in best or r["nproc"] > best[k]["nproc"]:
+                best[k] = r
+    out = []
+    for (method, block, model, seq_len, _bs, parallel), r in sorted(best.items(), key=lambda kv: str(kv[0])):
+        cell = paper.throughput_cell(method, model, seq_len, block, gpus=64)
+        if cell is None or cell.value is None:
+            continue
+        ours = r["global_tokens_per_s"] / r["nproc"]
+        theirs = cell.value / 64
+        out.append({"method": method + (f" b{block}" if block else ""), "model": model, "L": seq_len,
+                    "parallel": parallel, "N": r["nproc"], "ours tokens/s per GPU": ours,
+                    "paper tokens/s per GPU (64 GPUs)": theirs})
+    return out

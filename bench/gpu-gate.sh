@@ -4,8 +4,9 @@
 #
 #   bash bench/gpu-gate.sh [--out DIR] [--new-baseline] [-- GATE OPTIONS]
 #
-#   --out DIR        where the sweeps write (default runs/gpu-gate): DIR/SUITE/ per suite, their rows together
-#                    in DIR/results.jsonl, the verdict in DIR/gate.md
+#   --out DIR        where the sweeps write (default runs/gpu-gate, relative to the repository root):
+#                    DIR/N-SUITE/ per suite, their rows together in DIR/results.jsonl, the verdict in
+#                    DIR/gate.md. DIR is emptied first, so it must be new, empty or made by this script.
 #   --new-baseline   refresh after an intended change: run the suites and write the results to the
 #                    baseline file instead of gating (refused when a point did not finish ok)
 #   GATE OPTIONS     passed to `python -m poetx_bench gate`, e.g. --allow-different-devices
@@ -30,7 +31,8 @@ device=${POETX_GATE_DEVICE:-cuda}
 refresh=0
 while [ $# -gt 0 ]; do
   case "$1" in
-    --out) [ $# -ge 2 ] || { echo "gpu-gate: --out needs a directory" >&2; exit 2; }; out=$2; shift 2 ;;
+    --out) [ $# -ge 2 ] && [ -n "$2" ] && [ "${2#-}" = "$2" ] \
+             || { echo "gpu-gate: --out needs a directory (got '${2:-}')" >&2; exit 2; }; out=$2; shift 2 ;;
     --new-baseline) refresh=1; shift ;;
     --) shift; break ;;
     *) echo "gpu-gate: unknown option '$1' (use --out DIR, --new-baseline, -- GATE OPTIONS)" >&2; exit 2 ;;
@@ -42,6 +44,19 @@ if [ "$refresh" = 0 ] && [ ! -f "$baseline" ]; then
   exit 2
 fi
 [ -f "$rules" ] || { echo "gpu-gate: rules file $rules not found" >&2; exit 2; }
+if [ "$refresh" = 1 ] && [ -n "${POETX_BENCH_INJECTED_DELAY_MS:-}" ]; then
+  echo "gpu-gate: POETX_BENCH_INJECTED_DELAY_MS is set: a slowed run must not become the baseline (unset it)" >&2
+  exit 2
+fi
+# DIR is emptied before the run: only a folder this script made (it holds .gpu-gate-out) or a new/empty one
+if [ -e "$out" ] && [ ! -f "$out/.gpu-gate-out" ] && [ -n "$(ls -A "$out" 2>/dev/null)" ]; then
+  echo "gpu-gate: --out $out exists and was not made by this script: not emptying it (choose a new folder)" >&2
+  exit 2
+fi
+set -f  # the suite list is split on whitespace, never glob-expanded
+suite_list=($suites)
+set +f
+[ "${#suite_list[@]}" -gt 0 ] || { echo "gpu-gate: POETX_GATE_SUITES names no suite" >&2; exit 2; }
 
 # the baseline's GPU model must be this machine's (an H200 run is not an H100 baseline): say so now,
 # not after the sweeps; the gate checks every pair again
@@ -62,13 +77,19 @@ PY
 esac
 
 # each suite sweeps into its own folder (a results folder belongs to one run); the gate reads their union
-rm -rf "$out"
-mkdir -p "$out"
+rm -rf -- "$out"
+mkdir -p -- "$out"
+touch "$out/.gpu-gate-out"
 results="$out/results.jsonl"
-for suite in $suites; do
-  "$py" -m poetx_bench sweep --suite "$suite" --device "$device" --out "$out/$suite"
-  cat "$out/$suite/results.jsonl" >> "$results"
+: > "$results"
+i=0
+for suite in "${suite_list[@]}"; do
+  i=$((i + 1))
+  name=$(basename -- "${suite%.toml}")
+  "$py" -m poetx_bench sweep --suite "$suite" --device "$device" --out "$out/$i-$name"
+  cat "$out/$i-$name/results.jsonl" >> "$results"
 done
+[ -s "$results" ] || { echo "gpu-gate: the suites wrote no rows to $results" >&2; exit 2; }
 
 if [ "$refresh" = 1 ]; then
   "$py" - "$results" <<'PY'
@@ -76,8 +97,11 @@ import json, sys
 rows = [json.loads(line) for line in open(sys.argv[1]) if line.strip()]
 bad = [f"{r['config']['method']} {r['config'].get('model') or r['config'].get('in_features')}: {r['status']}"
        for r in rows if r["status"] != "ok"]
+bad += [f"{r['config']['method']}: injected_delay_ms={r['metrics']['injected_delay_ms']}"
+        for r in rows if (r.get("metrics") or {}).get("injected_delay_ms")]
 if bad:
-    print(f"gpu-gate: not writing the baseline, {len(bad)} points did not finish ok: {'; '.join(bad)}",
+    print(f"gpu-gate: not writing the baseline, {len(bad)} points did not finish ok or were slowed on "
+          f"purpose: {'; '.join(bad)}",
           file=sys.stderr)
     sys.exit(2)
 PY

@@ -23,7 +23,14 @@ def _git(*args: str) -> str | None:
 
 @functools.lru_cache(maxsize=1)
 def git_info() -> dict:
-    commit = os.environ.get("POETX_BENCH_GIT_COMMIT") or _git("rev-parse", "HEAD")
+    """The commit, and whether tracked files differ from it. A commit given by POETX_BENCH_GIT_COMMIT (a
+    copied tree without its history) says nothing about this tree's git status: dirty is then
+    POETX_BENCH_GIT_DIRTY (0/1) when set, else unknown (None)."""
+    given = os.environ.get("POETX_BENCH_GIT_COMMIT")
+    if given:
+        flag = os.environ.get("POETX_BENCH_GIT_DIRTY", "").strip()
+        return {"git_commit": given, "git_dirty": {"0": False, "1": True}.get(flag)}
+    commit = _git("rev-parse", "HEAD")
     dirty = _git("status", "--porcelain", "--untracked-files=no")
     return {"git_commit": commit, "git_dirty": bool(dirty) if dirty is not None else None}
 

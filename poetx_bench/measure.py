@@ -175,6 +175,8 @@ class StepTimer:
         self.cuda = device.type == "cuda"
         self.pairs: list = []
         self.delay_ms = injected_delay_ms()
+        if self.delay_ms and self.cuda:
+            _gpu_cycles_per_ms()  # calibrate now, not inside the first timed step
 
     def _now(self):
         if self.cuda:

@@ -206,6 +206,9 @@ def test_scaling_curve_and_paper_64_gpu_per_gpu(tmp_path):
     for n, tps in ((2, 11000.0), (4, 20000.0), (8, 36000.0)):
         pts.append(Point({"status": "ok", "config": {**cfg, "nproc": n, "parallel": "ddp"}, "env": env,
                           "point_id": f"n{n}", "metrics": {"tokens_per_s": tps, "peak_memory_bytes": 70}}))
+    # an N = 2 row from another device model joins neither the H100 line nor its per-GPU figure
+    pts.append(Point({"status": "ok", "config": {**cfg, "nproc": 2, "parallel": "ddp"}, "point_id": "h200",
+                      "env": {"device_name": "NVIDIA H200"}, "metrics": {"tokens_per_s": 1.0}}))
     sec = scaling_section(pts, tmp_path)
     assert (tmp_path / "figures" / "scaling.png").is_file()
     curve = (tmp_path / "figures" / "scaling.csv").read_text().splitlines()

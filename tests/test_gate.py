@@ -613,3 +613,17 @@ def test_gpu_gate_script_end_to_end_on_cpu_suites(tmp_path):
     assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "fwd_bwd_ms" in proc.stdout and "tokens_per_s" in proc.stdout
     assert (tmp_path / "slow" / "gate.md").exists()
+
+
+def test_gpu_gate_script_refuses_a_slowed_refresh_and_a_foreign_out_folder(tmp_path):
+    from poetx_bench.measure import INJECTED_DELAY_ENV
+
+    proc = _script(tmp_path, tmp_path / "base.jsonl", "--new-baseline", **{INJECTED_DELAY_ENV: "5"})
+    assert proc.returncode == 2 and INJECTED_DELAY_ENV in proc.stderr, proc.stderr
+    foreign = tmp_path / "out"
+    foreign.mkdir()
+    (foreign / "keep.txt").write_text("not the gate's")
+    proc = _script(tmp_path, tmp_path / "base.jsonl", "--new-baseline")
+    assert proc.returncode == 2 and "not emptying" in proc.stderr, proc.stderr
+    assert (foreign / "keep.txt").exists()
+    assert _script(tmp_path, tmp_path / "base.jsonl", "--out", "--new-baseline").returncode == 2

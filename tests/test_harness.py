@@ -242,3 +242,16 @@ def test_step_timer_excludes_work_between_steps():
         time.sleep(0.1)  # an eval between steps
     durations = timer.durations()
     assert len(durations) == 2 and all(0.005 < d < 0.08 for d in durations), durations
+
+
+def test_git_info_from_environment_does_not_guess_dirty(monkeypatch):
+    from poetx_bench import env
+
+    env.git_info.cache_clear()
+    monkeypatch.setenv("POETX_BENCH_GIT_COMMIT", "abc123")
+    monkeypatch.delenv("POETX_BENCH_GIT_DIRTY", raising=False)
+    assert env.git_info() == {"git_commit": "abc123", "git_dirty": None}
+    env.git_info.cache_clear()
+    monkeypatch.setenv("POETX_BENCH_GIT_DIRTY", "0")
+    assert env.git_info()["git_dirty"] is False
+    env.git_info.cache_clear()

@@ -10,6 +10,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -36,18 +37,31 @@ def find_browser() -> str | None:
 
 
 def _run(browser: str, args: list[str], timeout: float) -> subprocess.CompletedProcess:
+    """Run the browser in its own session with a throw-away profile; on timeout kill the whole group
+    (Chromium's helpers too) and raise RuntimeError."""
     with tempfile.TemporaryDirectory() as profile:
-        return subprocess.run([browser, *_FLAGS, f"--user-data-dir={profile}", *args],
-                              capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.Popen([browser, *_FLAGS, f"--user-data-dir={profile}", *args], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, start_new_session=True)
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+            raise RuntimeError(f"{browser} did not finish within {timeout:g} s") from None
+        return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
 def image_check(html: Path, browser: str, timeout: float = 120) -> list[dict]:
     """Every image of `html` as the browser loaded it: src, ok (decoded), width, height."""
     html = html.resolve()
-    probe = html.with_name(f".{html.stem}-image-check.html")  # beside it, so relative figure paths resolve
     text = html.read_text()
-    probe.write_text(text.replace("</body>", _CHECK + "</body>") if "</body>" in text else text + _CHECK)
+    text = text.replace("</body>", _CHECK + "</body>") if "</body>" in text else text + _CHECK
+    # a uniquely named copy beside it (relative figure paths resolve), removed whatever happens
+    fd, name = tempfile.mkstemp(prefix=f".{html.stem}-", suffix=".image-check.html", dir=html.parent)
+    probe = Path(name)
     try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
         proc = _run(browser, ["--virtual-time-budget=10000", "--dump-dom", probe.as_uri()], timeout)
     finally:
         probe.unlink(missing_ok=True)
@@ -63,6 +77,7 @@ def screenshot(html: Path, out_png: Path, browser: str, size: tuple[int, int] = 
                timeout: float = 120) -> Path:
     """A PNG of the page's first screen at `size` (width, height)."""
     out_png = out_png.resolve()
+    out_png.unlink(missing_ok=True)  # never mistake an old screenshot for this run's
     proc = _run(browser, [f"--window-size={size[0]},{size[1]}", f"--screenshot={out_png}",
                           "--virtual-time-budget=10000", html.resolve().as_uri()], timeout)
     if not out_png.is_file():
@@ -72,7 +87,8 @@ def screenshot(html: Path, out_png: Path, browser: str, size: tuple[int, int] = 
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m poetx_bench.report.browser DIR...`: screenshot DIR/report.html to DIR/screenshot.png and
-    check its images; exit 1 when an image did not decode, 2 on bad input or no browser."""
+    check its images; exit 1 when an image did not decode or a page has none, 2 on bad input, no browser
+    or a browser failure."""
     dirs = [Path(a) for a in (argv if argv is not None else sys.argv[1:])]
     if not dirs:
         print("usage: python -m poetx_bench.report.browser REPORT_DIR [REPORT_DIR ...]", file=sys.stderr)
@@ -87,12 +103,16 @@ def main(argv: list[str] | None = None) -> int:
         if not html.is_file():
             print(f"error: {html}: not a file", file=sys.stderr)
             return 2
-        images = image_check(html, browser)
-        broken = [i["src"] for i in images if not i["ok"]]
-        bad += len(broken)
-        png = screenshot(html, d / "screenshot.png", browser)
-        print(f"{html}: {len(images)} images, {len(broken)} not decoded{': ' + ', '.join(broken) if broken else ''}; "
-              f"first screen -> {png}")
+        try:
+            images = image_check(html, browser)
+            png = screenshot(html, d / "screenshot.png", browser)
+        except RuntimeError as exc:
+            print(f"error: {html}: {exc}", file=sys.stderr)
+            return 2
+        broken = [(i["src"] or "")[:60] for i in images if not i["ok"]]
+        bad += len(broken) + (not images)
+        print(f"{html}: {len(images)} images, {len(broken)} not decoded{': ' + ', '.join(broken) if broken else ''}"
+              f"{' (a report without figures)' if not images else ''}; first screen -> {png}")
     return 1 if bad else 0
 
 

@@ -13,7 +13,7 @@ import pandas as pd
 from . import names, paper, style
 from .document import Section, Table, fmt_num, fmt_ratio, no_data, status_text
 from .rows import Point
-from .tables import _save_table, _sort_points, frame, method_label
+from .tables import _save_table, _sort_points, frame, method_label, paper_comparable
 
 
 def _panel_points(points: list[Point]) -> dict[str, list[Point]]:
@@ -42,9 +42,10 @@ def _bar_label(p: Point, varying: set[str]) -> str:
 
 
 def _paper_matches(p: Point) -> bool:
+    """The paper's 8B breakdown: one GPU, batch 1, bf16 (paper_comparable), at its L and block size."""
     cfg = paper.BREAKDOWN_CONFIG
-    return (p.model == cfg["model"] and p.seq_len == cfg["seq_len"] and p.batch_size in (None, 1)
-            and (p.block_size in (None, cfg["block_size"])))
+    return (paper_comparable(p) and p.model == cfg["model"] and p.seq_len == cfg["seq_len"]
+            and p.batch_size in (None, 1) and (p.block_size in (None, cfg["block_size"])))
 
 
 def memory_breakdown_section(points: list[Point], out_dir: Path) -> Section:
@@ -86,10 +87,13 @@ def memory_breakdown_section(points: list[Point], out_dir: Path) -> Section:
                         seen_components.add(comp)
                         data.append({"source": "measured", "model": model, "method": p.method,
                                      "block_size": p.block_size, "seq_len": p.seq_len, "batch_size": p.batch_size,
-                                     "dtype": p.cfg("dtype"), "status": p.status, "component": comp, "gb": gb})
+                                     "dtype": p.cfg("dtype"), "nproc": p.nproc or 1, "parallel": p.cfg("parallel"), "status": p.status, "component": comp, "gb": gb})
                         bottom += gb_drawn
-                    measured_total = bottom
-                    ax.text(x, bottom, fmt_num(bottom, 1), ha="center", va="bottom", fontsize=6.5)
+                    # the label (and the ratio to the paper) is the measured peak: a clipped negative
+                    # remainder would overstate the stack
+                    peak_gb = names.to_gb(p.metric("peak_memory_bytes"))
+                    measured_total = peak_gb if peak_gb is not None else bottom
+                    ax.text(x, bottom, fmt_num(measured_total, 1), ha="center", va="bottom", fontsize=6.5)
                     ymax = max(ymax, bottom)
                     if not p.ok:
                         labels.append((x, bottom, status_text(p.status)))
@@ -98,7 +102,7 @@ def memory_breakdown_section(points: list[Point], out_dir: Path) -> Section:
                     pending.append((x, peak, p.status))
                     data.append({"source": "measured", "model": model, "method": p.method,
                                  "block_size": p.block_size, "seq_len": p.seq_len, "batch_size": p.batch_size,
-                                 "dtype": p.cfg("dtype"), "status": p.status,
+                                 "dtype": p.cfg("dtype"), "nproc": p.nproc or 1, "parallel": p.cfg("parallel"), "status": p.status,
                                  "component": "peak_before_failure" if peak else "", "gb": peak})
                     ymax = max(ymax, peak or 0.0)
                 ticks.append(x)

@@ -45,6 +45,8 @@ def scaling_records(points: list[Point], allow_different_devices: bool = False) 
         comm = _ring_bytes_per_rank(p.metrics.get("comm_bytes_per_step_computed")) if p.ok else None
         records.append({
             "point": p.label(), "nproc": n, "parallel": p.cfg("parallel"), "status": p.status,
+            "curve": (_single_key(p), p.cfg("parallel"), str(machines.device_name(p)),
+                      machines.memory_cap_bytes(p)),
             "method": p.method, "model": p.model, "seq_len": p.seq_len, "block_size": p.block_size,
             "batch_size": p.batch_size, "dtype": p.cfg("dtype"), "device": p.cfg("device"),
             "single_point": ref.label() if ref else None,
@@ -109,7 +111,8 @@ def scaling_section(points: list[Point], out_dir: Path, allow_different_devices:
     if paper_rows:
         sec.add(f"Tokens/s per GPU at our largest N beside the paper's 64 GPUs (8 nodes × 8 H100, "
                 f"{names.PAPER_CITATION}), batch 1 bf16 only. Not a ratio: 64 GPUs on 8 nodes against one "
-                "host, and the paper's parallel strategy is not ours.")
+                "host, the paper's parallel strategy is not ours, and an eager (`compile = none`) POET-X row of ours is "
+                "host-bound (see the throughput section's CUDA-graph rows).")
         csv64 = _save_table(frame(paper_rows), out_dir, "scaling_vs_paper_64gpu")
         shown64 = [{k: fmt_num(v, 0) if k.endswith("(64 GPUs)") or k.startswith("ours") else v
                     for k, v in r.items()} for r in paper_rows]
@@ -118,7 +121,8 @@ def scaling_section(points: list[Point], out_dir: Path, allow_different_devices:
 
 
 def _curve_key(r: dict) -> tuple:
-    return (r["method"], r["block_size"], r["model"], r["seq_len"], r["batch_size"], r["parallel"])
+    """One line: the same point (every key field but nproc), parallelism and device model."""
+    return r["curve"]
 
 
 def _scaling_figure(records: list[dict], out_dir: Path):
@@ -126,18 +130,20 @@ def _scaling_figure(records: list[dict], out_dir: Path):
     point); drawn only where some line has two or more multi-process points (one N is a table, not a curve)."""
     from . import style
 
-    lines: dict[tuple, list[dict]] = {}
+    lines: dict[tuple, dict[int, dict]] = {}
     for r in records:
         if r["scaling_efficiency"]:
-            lines.setdefault(_curve_key(r), []).append(r)
-    lines = {k: sorted(v, key=lambda r: r["nproc"]) for k, v in lines.items() if len(v) >= 2}
+            lines.setdefault(_curve_key(r), {})[r["nproc"]] = r  # the last row of an N counts, as in tables
+    lines = {k: [v[n] for n in sorted(v)] for k, v in lines.items() if len(v) >= 2}
     if not lines:
         return None
     data = []
     with style.styled():
         fig = style.new_figure(11.0, 3.8)
         ax_tps, ax_eff = fig.subplots(1, 2)
-        for (method, block, model, seq_len, _bs, parallel), rs in lines.items():
+        for rs in lines.values():
+            method, block, model, seq_len, parallel = (rs[0][k] for k in ("method", "block_size", "model",
+                                                                         "seq_len", "parallel"))
             xs = [1] + [r["nproc"] for r in rs]
             tps = [rs[0]["single_tokens_per_s"]] + [r["global_tokens_per_s"] for r in rs]
             eff = [1.0] + [r["scaling_efficiency"] for r in rs]
@@ -173,13 +179,15 @@ def _paper_per_gpu(records: list[dict]) -> list[dict]:
             if k not in best or r["nproc"] > best[k]["nproc"]:
                 best[k] = r
     out = []
-    for (method, block, model, seq_len, _bs, parallel), r in sorted(best.items(), key=lambda kv: str(kv[0])):
+    for r in sorted(best.values(), key=lambda r: str(r["curve"])):
+        method, block, model, seq_len, parallel = (r[k] for k in ("method", "block_size", "model", "seq_len",
+                                                                  "parallel"))
         cell = paper.throughput_cell(method, model, seq_len, block, gpus=64)
         if cell is None or cell.value is None:
             continue
         ours = r["global_tokens_per_s"] / r["nproc"]
         theirs = cell.value / 64
         out.append({"method": method + (f" b{block}" if block else ""), "model": model, "L": seq_len,
-                    "parallel": parallel, "N": r["nproc"], "ours tokens/s per GPU": ours,
+                    "parallel": parallel, "device": r["curve"][2], "N": r["nproc"], "ours tokens/s per GPU": ours,
                     "paper tokens/s per GPU (64 GPUs)": theirs})
     return out

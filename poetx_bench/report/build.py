@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import __version__
+from ..results.point import Point, dedupe, find_result_files, read_jsonl, warn
 from . import fig_checks, fig_latency, fig_memory, fig_training, names, scaling, tables, writer
 from .document import Figure, Section
-from .rows import Point, dedupe, find_result_files, read_jsonl, warn
 
 DEFAULT_TITLE = "poetx-bench report"
 

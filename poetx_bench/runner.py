@@ -36,6 +36,9 @@ class RunOptions:
     gpus: list[str] | None = None
     jobs: int = 1
     slurm: dict | None = None
+    # run each point inside this process (the `correctness` command's quick checks): same rows, minus the
+    # isolation, the timeout and point_wall_s of a point process
+    in_process: bool = False
 
 
 def describe_point(cfg: dict) -> str:
@@ -134,6 +137,8 @@ class Runner:
             self.child.wait()
 
     def run_point(self, point: dict) -> dict:
+        if self.opts.in_process:
+            return self._run_in_process(point)
         cfg = point["config"]
         pid = point["point_id"]
         work = self.opts.out_dir / "points"
@@ -186,6 +191,16 @@ class Runner:
             why = f"point process killed by signal {-rc}" + (" (host out of memory?)" if rc == -9 else "")
         return self._row(point, "error", {"point_wall_s": wall},
                          {"type": "Crash", "message": why, "traceback_tail": _tail(log_path)})
+
+    def _run_in_process(self, point: dict) -> dict:
+        from .child import run as run_spec
+
+        res = run_spec({"config": point["config"], "point_id": point["point_id"],
+                        "max_memory_gb": self.opts.max_memory_gb})
+        if (res.get("error") or {}).get("type") == "KeyboardInterrupt":
+            raise KeyboardInterrupt
+        self.last_env = res.get("env") or self.last_env
+        return self._row(point, res["status"], res.get("metrics") or {}, res.get("error"), res.get("env"))
 
     def _row(self, point, status, metrics, error, env=None) -> dict:
         if env is None:

@@ -81,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--backend", default=train["backend"], choices=sorted(BACKENDS))
     _add_run_options(run)
 
-    sub.add_parser("list", help="suites, models and methods")
+    sub.add_parser("list", help="suites, point kinds, models and methods")
     sub.add_parser("env", help="the environment record every row carries")
 
     _add_plugin(sub, "report", "render a report from results JSONL files", "poetx_bench.report.cli",
@@ -275,9 +275,14 @@ def cmd_list(args) -> int:
     from .reference.models import MODEL_CONFIGS
     from .suite import list_suites
 
+    from .points import kinds
+
     print("suites:")
     for name, desc in list_suites():
         print(f"  {name:18} {desc}")
+    print("point kinds (a suite's `kind`):")
+    for kind in kinds().values():
+        print(f"  {kind.name:12} {kind.description}")
     print("models:")
     for c in MODEL_CONFIGS.values():
         print(f"  {c.name:6} hidden {c.hidden}, ffn {c.intermediate}, heads {c.n_heads}, layers {c.n_layers}")

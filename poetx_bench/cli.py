@@ -272,10 +272,9 @@ def _default_block_size(model, uses_blocks: bool) -> int:
 
 def cmd_list(args) -> int:
     from .methods import METHODS
+    from .points import kinds
     from .reference.models import MODEL_CONFIGS
     from .suite import list_suites
-
-    from .points import kinds
 
     print("suites:")
     for name, desc in list_suites():

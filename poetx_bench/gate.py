@@ -5,7 +5,8 @@
 
 Points are matched by point_id; where ids differ, by the config tuple (kind, method, model, block_size,
 seq_len, batch_size, dtype, device, steps, seed, in_features, out_features, tokens, ..., then the kind's own
-identity fields, e.g. a kernel point's op) when that tuple is unique in both files. Points found in only one file are "not comparable" (listed, not a failure).
+identity fields, e.g. a kernel point's op) when that tuple is unique in both files. Points found in only
+one file are "not comparable" (listed, not a failure).
 
 Machines: a matched pair is compared only when both rows ran on the same device model (env.device_name,
 e.g. "NVIDIA H100 80GB HBM3" -- not just config.device "cuda"; the CPU model on CPU runs) under the same
@@ -452,7 +453,10 @@ def compare_pair(base: Point, cur: Point, rules: dict[str, dict],
             comp.checks.append(Check("status", NOISE, f"status {cur.status}", moved=False))
     if base.ok and cur.ok:
         for metric in gated_metrics(cur):  # the kind's, from the registry (poetx_bench.points)
-            if rules[metric]["enabled"]:
+            if metric not in rules:
+                comp.checks.append(Check(metric, NA, f"{metric}: not judged (the gate has no rule for it)",
+                                         basis=UNJUDGED))
+            elif rules[metric]["enabled"]:
                 check = check_metric(metric, rules[metric], base, cur)
                 if check is not None:
                     comp.checks.append(check)

@@ -144,7 +144,7 @@ def _gate(tmp_path, base: list[dict], cur: list[dict], rules: str | None = None)
     return gate.run_gate(b, c, gate.load_rules(path))
 
 
-def test_gate_judges_a_kind_on_its_declared_metrics(tmp_path, fake_kind):
+def test_gate_judges_a_kind_on_its_declared_metrics(tmp_path, fake_kind, monkeypatch):
     base = [_fake_row("a")]
     # tokens_per_s is a train metric: a tenfold drop is not judged for this kind
     assert _gate(tmp_path, base, [_fake_row("a", tokens_per_s=10.0)]).exit_code == 0
@@ -157,6 +157,10 @@ def test_gate_judges_a_kind_on_its_declared_metrics(tmp_path, fake_kind):
     assert res.comparisons[0].label == "fake 3"
     loose = "[metrics.fake_ms]\nrel = 1.5\neffect_rel = 2.0\n"
     assert _gate(tmp_path, base, [_fake_row("a", fake_ms=6.0)], loose).exit_code == 0
+    # a declared metric the gate has no rule for is counted as not judged, never silently dropped
+    monkeypatch.setitem(points.KINDS, "fake", dataclasses.replace(fake_kind, gated_metrics=("mystery",)))
+    res = _gate(tmp_path, base, base)
+    assert res.exit_code == 0 and res.basis_counts()[gate.UNJUDGED] == 1
 
 
 def test_gate_follows_a_changed_registry_entry(tmp_path, monkeypatch):

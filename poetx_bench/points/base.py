@@ -56,7 +56,8 @@ def _never(cfg: dict) -> str | None:
 
 @dataclass(frozen=True)
 class PointKind:
-    """One kind of point. `run` executes in the point's own process; everything else in the parent."""
+    """One kind of point. `run` executes where the point runs (its own process, or the `correctness`
+    command's); everything else in the parent."""
 
     name: str
     description: str

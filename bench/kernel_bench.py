@@ -8,6 +8,10 @@
 Writes one JSON object per measurement to DIR/kernels.jsonl and prints a table. Every case runs inside
 its own try/except: a failure is written as a record with "error" and the run goes on.
 
+The `kernel` section's ops and costs are the kernel point kind's (poetx_bench/points/kernel_ops.py); for
+result rows in the harness's schema (one process per point, report, gate) run
+`python -m poetx_bench sweep --suite kernels` (suites/kernels.toml) instead.
+
 What is measured (bf16 by default, tokens=2048):
   correctness  triton vs torch on this GPU (fp32 with exact dots vs a float64 reference, and bf16)
   layer        forward+backward of nn.Linear (trainable weight) and POET-X fast/mem x torch/triton,
@@ -356,57 +360,19 @@ def rows_kernels(rec, device, dtype, tokens, dims, blocks, timer, peaks, terms=3
 
 
 def kernel_costs(b, n, tokens, dim, terms, elt):
-    """FLOPs and bytes (minimum traffic) per kernel; see kernels/NOTES.md."""
-    npk = n * b * (b - 1) // 2
-    m = terms + 1
-    bwd_dots = (m - 2) + 3 * (m - 1) if m >= 2 else 0
-    return {
-        "cayley_fwd": (terms * 2 * n * b ** 3, npk * elt + n * b * b * 4),
-        "cayley_bwd": (bwd_dots * 2 * n * b ** 3, n * b * b * 4 + npk * (elt + 4)),
-        "apply": (2 * tokens * n * b * b, 2 * tokens * dim * elt + n * b * b * elt),
-        "grad": (2 * tokens * n * b * b, 2 * tokens * dim * elt + n * b * b * 4),
-    }
+    """FLOPs and bytes (minimum traffic) per kernel: the kernel kind's (poetx_bench.points.kernel_ops)."""
+    from poetx_bench.points.kernel_ops import kernel_costs as costs
+
+    return costs(b, n, tokens, dim, terms, elt)
 
 
 def _kernel_fns(device, dtype, tokens, dim, b, terms):
-    """The timed callables of one (dim, b): triton kernels and the torch ops they replace."""
-    import torch
+    """The timed callables of one (dim, b): the kernel kind's ops (poetx_bench.points.kernel_ops), every
+    triton kernel and the torch ops it replaces, on one set of inputs."""
+    from poetx_bench.points.kernel_ops import KernelInputs, all_cases
 
-    from poetx_bench.kernels import block_perm_apply_raw, block_perm_grad
-    from poetx_bench.kernels.cayley import cayley_neumann_backward, cayley_neumann_forward
-    from poetx_bench.reference.blocks import BlockLayout, block_grad, blockwise_apply
-    from poetx_bench.reference.cayley import cayley_neumann, skew_from_packed
-
-    lay = BlockLayout(dim, b)
-    n = lay.n_full
-    g = torch.Generator(device="cpu").manual_seed(b)
-    packed = (torch.randn(n, b * (b - 1) // 2, generator=g) * 0.05).to(device=device, dtype=dtype)
-    x = torch.randn(tokens, dim, generator=g).to(device=device, dtype=dtype)
-    go = torch.randn(tokens, dim, generator=g).to(device=device, dtype=dtype)
-    perm = torch.randperm(dim, generator=g).to(device)
-    inv = torch.argsort(perm)
-    gblk_c = cayley_neumann_forward(packed, b, terms).to(dtype)
-    gg = torch.randn(n, b, b, generator=g).to(device)
-    gg_c = gg.to(dtype)
-    pk_req = packed.detach().clone().requires_grad_(True)
-
-    def torch_fwdbwd():
-        cayley_neumann(skew_from_packed(pk_req, b), terms).backward(gg_c)
-
-    def apply_torch():
-        u = x.index_select(-1, perm)
-        return blockwise_apply(u, lay, gblk_c, None, True).index_select(-1, inv)
-
-    return n, [
-        ("cayley_fwd", "triton", lambda: cayley_neumann_forward(packed, b, terms), None),
-        ("cayley_bwd", "triton", lambda: cayley_neumann_backward(packed, gg, b, terms), None),
-        ("cayley_fwd", "torch", lambda: cayley_neumann(skew_from_packed(packed, b), terms), None),
-        ("cayley_fwdbwd", "torch", torch_fwdbwd, [pk_req]),
-        ("apply", "triton", lambda: block_perm_apply_raw(x, gblk_c, perm, b, True), None),
-        ("apply", "torch", apply_torch, None),
-        ("grad", "triton", lambda: block_perm_grad(go, x, perm, b, n), None),
-        ("grad", "torch", lambda: block_grad(go.index_select(-1, perm), x.index_select(-1, perm), lay), None),
-    ]
+    inp = KernelInputs(device, dtype, tokens, dim, b, terms)
+    return inp.n, all_cases(inp)
 
 
 def _timed(fn, gtn, timer, cost, kd, peaks):

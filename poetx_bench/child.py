@@ -8,7 +8,6 @@ result, which the parent records as an error with the stderr tail.
 from __future__ import annotations
 
 import json
-import math
 import os
 import sys
 import traceback
@@ -43,49 +42,23 @@ def _peak_reached(device: str) -> int | None:
 
 
 def skip_reason(cfg: dict) -> str | None:
-    """Points that cannot measure what they name are skipped, not silently run as something else."""
-    from .backends import skip_reason as backend_skip
-    from .capture import unavailable
-    from .methods import METHODS
+    """Points that cannot measure what they name are skipped, not silently run as something else (the
+    kind says why: poetx_bench.points)."""
+    from .points import get_kind
 
-    spec = METHODS.get(cfg["method"])
-    backend = cfg.get("backend") if spec is not None and spec.uses_backend else None
-    return ((spec.skip_reason(cfg) if spec is not None and spec.skip_reason else None)
-            or backend_skip(cfg["method"], backend, cfg["device"])
-            or unavailable(cfg.get("compile", "none"), cfg["device"], backend)
-            or multiprocess_skip_reason(cfg, backend, spec))
-
-
-def multiprocess_skip_reason(cfg: dict, backend: str | None, spec=None) -> str | None:
-    """What a multi-process point (nproc > 1) cannot run."""
-    if cfg.get("nproc", 1) <= 1:
-        return None
-    if cfg["kind"] != "train":
-        return "nproc > 1 applies to train points only"
-    if cfg.get("compile", "none") == "cudagraph":
-        return "compile = cudagraph runs single-process only (nproc = 1): no collectives inside the captured step"
-    if backend == "official":
-        return "backend = official runs single-process only (its merge draws from rank-local RNG state)"
-    if cfg.get("parallel") == "fsdp" and cfg.get("cayley_scope", "layer") != "layer":
-        return "cayley_scope = model with fsdp: its pre-forward hook would read sharded skew parameters"
-    if cfg.get("parallel") == "fsdp" and spec is not None and not spec.poet_state:
-        return f"{cfg['method']} with fsdp: its quantized W0 and per-row scales are not sharded alike yet"
-    if cfg["device"] == "cuda":
-        import torch
-
-        if torch.cuda.device_count() < cfg["nproc"]:
-            return f"nproc = {cfg['nproc']} needs {cfg['nproc']} GPUs, {torch.cuda.device_count()} visible"
-    return None
+    return get_kind(cfg["kind"]).skip_reason(cfg)
 
 
 def run(spec: dict) -> dict:
     from .distributed import World, init, launched_world
     from .env import environment
     from .measure import is_oom
+    from .points import Outcome, RunContext, get_kind
 
     cfg = spec["config"]
     result = {"status": "ok", "metrics": {}, "error": None, "artifacts": {}}
     world = World()
+    ctx = None
     try:
         result["env"] = environment()
         reason = skip_reason(cfg)
@@ -97,30 +70,23 @@ def run(spec: dict) -> dict:
             world = init(cfg["device"], cfg.get("parallel", "ddp"))
         cap_gb = spec.get("max_memory_gb") or cfg.get("max_memory_gb")
         _apply_memory_cap(cfg, cap_gb)
-        if cfg["kind"] == "layer":
-            from .layer_point import run_layer_point
-
-            result["metrics"] = run_layer_point(cfg)
-        else:
-            from .train_point import run_train_point
-
-            metrics, trainer = run_train_point(cfg, world=world)
-            result["metrics"] = metrics
-            if any(not math.isfinite(x) for x in metrics["losses"]):
-                result["status"] = "diverged"
-                result["error"] = {"type": "Diverged", "message": "non-finite loss",
-                                   "traceback_tail": ""}
-            if spec.get("profile_dir") and world.distributed:
-                metrics["profile_skipped"] = "--profile covers single-process points only"
-            elif spec.get("profile_dir"):
-                from .profiling import profile_trainer
-
-                result["artifacts"] = profile_trainer(trainer, Path(spec["profile_dir"]))
+        ctx = RunContext(world=world, profile_dir=spec.get("profile_dir"))
+        out = get_kind(cfg["kind"]).run(cfg, ctx)
+        if not isinstance(out, Outcome):
+            out = Outcome(out)
+        result["metrics"] = out.metrics
+        if out.status != "ok":
+            result["status"] = out.status
+            result["error"] = out.error
+        if out.artifacts:
+            result["artifacts"] = out.artifacts
         if cap_gb:  # rows under different caps are not compared (poetx_bench.machines)
             result["metrics"]["memory_cap_bytes"] = int(cap_gb * 1024**3)
     except BaseException as exc:  # noqa: BLE001 - every failure is a recorded status
         tb = traceback.format_exc()
         status = "oom" if is_oom(exc) else "error"
+        if ctx is not None and ctx.metrics is not None and not result["metrics"]:
+            result["metrics"] = ctx.metrics  # measured before the failure (train: before the profiled pass)
         result["status"] = status
         result["error"] = {"type": type(exc).__name__, "message": str(exc).splitlines()[0][:500] if str(exc) else "",
                            "traceback_tail": tb[-3000:]}

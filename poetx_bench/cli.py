@@ -15,6 +15,8 @@ from pathlib import Path
 from .backends import BACKENDS
 from .errors import HarnessError, UserError
 from .measure import INJECTED_DELAY_ENV
+from .points.train import TrainConfig
+from .points.validate import DTYPES
 from .results import claim_folder
 from .runner import EXIT_BAD_INPUT, EXIT_HARNESS, Runner, RunOptions, describe_point, estimate_seconds
 
@@ -70,15 +72,16 @@ def build_parser() -> argparse.ArgumentParser:
                      help=f"default {DEFAULT_BLOCK_SIZE}, or a quarter of the width for narrower models (tiny: 32)")
     run.add_argument("--seq-len", type=int, default=256, help="at most the model's max sequence length")
     run.add_argument("--batch-size", type=int, default=1)
-    run.add_argument("--steps", type=int, default=10)
-    run.add_argument("--warmup-steps", type=int, default=3)
-    run.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16", "float64"])
-    run.add_argument("--seed", type=int, default=0)
-    run.add_argument("--data", default="default", help="'default' corpus, 'synthetic', or a file path")
-    run.add_argument("--backend", default="torch", choices=sorted(BACKENDS))
+    train = TrainConfig.defaults()  # the train kind's defaults, shared with train suites
+    run.add_argument("--steps", type=int, default=train["steps"])
+    run.add_argument("--warmup-steps", type=int, default=train["warmup_steps"])
+    run.add_argument("--dtype", default=train["dtype"], choices=list(DTYPES))
+    run.add_argument("--seed", type=int, default=train["seed"])
+    run.add_argument("--data", default=train["data"], help="'default' corpus, 'synthetic', or a file path")
+    run.add_argument("--backend", default=train["backend"], choices=sorted(BACKENDS))
     _add_run_options(run)
 
-    sub.add_parser("list", help="suites, models and methods")
+    sub.add_parser("list", help="suites, point kinds, models and methods")
     sub.add_parser("env", help="the environment record every row carries")
 
     _add_plugin(sub, "report", "render a report from results JSONL files", "poetx_bench.report.cli",
@@ -180,22 +183,17 @@ def _print_plan(suite: str, points: list[dict], device: str, timeout: float | No
 
 
 def _prepare_data(points: list[dict], quiet: bool) -> None:
-    """Open each distinct dataset once in the parent: fails fast on bad data (exit 2) and fills the
-    caches (corpus, tokenizer, token stream) so points don't race to build them."""
-    seen = set()
-    for p in points:
-        cfg = p["config"]
-        if cfg["kind"] != "train" or cfg.get("data") == "synthetic":
-            continue
-        key = (cfg.get("data"), cfg.get("vocab_size", 32000), cfg.get("tokenizer", "bpe"))
-        if key in seen:
-            continue
-        seen.add(key)
-        from .train_point import open_data
+    """Each kind's parent-side set-up before any point runs (train: open each dataset once, failing fast
+    on bad data and filling the caches so points don't race to build them)."""
+    from .points import get_kind
 
-        ds = open_data(cfg)
-        if not quiet:
-            print(f"data: {json.dumps(ds.describe())}", file=sys.stderr)
+    by_kind: dict[str, list[dict]] = {}
+    for p in points:
+        by_kind.setdefault(p["config"]["kind"], []).append(p["config"])
+    for name, configs in by_kind.items():
+        prepare = get_kind(name).prepare
+        if prepare is not None:
+            prepare(configs, quiet)
 
 
 def _print_summary(results: Path, points: list[dict]) -> None:
@@ -209,7 +207,7 @@ def _print_summary(results: Path, points: list[dict]) -> None:
     for r in rows:
         m = r.get("metrics") or {}
         tps = f"{m['tokens_per_s']:.0f}" if m.get("tokens_per_s") else "-"
-        ms = f"{m['fwd_bwd_ms']:.3f}" if m.get("fwd_bwd_ms") else "-"
+        ms = f"{m.get('fwd_bwd_ms') or m['kernel_ms']:.3f}" if m.get("fwd_bwd_ms") or m.get("kernel_ms") else "-"
         peak = f"{m['peak_memory_bytes'] / 2**30:.3f}" if m.get("peak_memory_bytes") else "-"
         loss = f"{m['final_loss']:.3f}" if m.get("final_loss") is not None else "-"
         print(f"{describe_point(r['config']):52} {r['status']:9} {tps:>10} {ms:>9} {peak:>9} {loss:>8}")
@@ -221,8 +219,9 @@ def _print_summary(results: Path, points: list[dict]) -> None:
 
 def cmd_run(args) -> int:
     from .methods import METHODS
+    from .points.ids import point_id
+    from .points.validate import resolve_dtype
     from .reference.models import MODEL_CONFIGS
-    from .suite import TRAIN_DEFAULTS, point_id, resolve_dtype
 
     if args.method not in METHODS:
         raise UserError(f"--method {args.method!r}: unknown (known: {', '.join(METHODS)})")
@@ -246,11 +245,10 @@ def cmd_run(args) -> int:
     if args.data not in ("default", "synthetic") and not Path(args.data).exists():
         raise UserError(f"--data {args.data}: no such file")
     device = args.device or best_device()
-    cfg = {"kind": "train", "method": args.method, "model": args.model,
-           "block_size": args.block_size if uses_blocks else None, "seq_len": args.seq_len,
-           "batch_size": args.batch_size, "device": device, **TRAIN_DEFAULTS,
-           "steps": args.steps, "warmup_steps": args.warmup_steps, "seed": args.seed,
-           "data": args.data, "backend": args.backend, "dtype": resolve_dtype(args.dtype, device)}
+    cfg = TrainConfig(method=args.method, model=args.model, block_size=args.block_size if uses_blocks else None,
+                      seq_len=args.seq_len, batch_size=args.batch_size, device=device, steps=args.steps,
+                      warmup_steps=args.warmup_steps, seed=args.seed, data=args.data, backend=args.backend,
+                      dtype=resolve_dtype(args.dtype, device)).to_dict()
     point = {"config": cfg, "point_id": point_id(cfg)}
     out = args.out or _default_out("run")
     with claim_folder(out, args.resume) as results:
@@ -274,12 +272,16 @@ def _default_block_size(model, uses_blocks: bool) -> int:
 
 def cmd_list(args) -> int:
     from .methods import METHODS
+    from .points import kinds
     from .reference.models import MODEL_CONFIGS
     from .suite import list_suites
 
     print("suites:")
     for name, desc in list_suites():
         print(f"  {name:18} {desc}")
+    print("point kinds (a suite's `kind`):")
+    for kind in kinds().values():
+        print(f"  {kind.name:12} {kind.description}")
     print("models:")
     for c in MODEL_CONFIGS.values():
         print(f"  {c.name:6} hidden {c.hidden}, ffn {c.intermediate}, heads {c.n_heads}, layers {c.n_layers}")

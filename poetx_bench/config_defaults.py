@@ -1,18 +1,12 @@
-"""Config keys added after results were first recorded, with the value that old rows implicitly ran with.
+"""Old home of the added config keys, kept for scripts and tests: each kind now declares its own
+(`knob(..., added=True)` in poetx_bench/points/<kind>.py) and poetx_bench.points.ids drops them from ids."""
 
-A key at this default is left out of a point's id (suite.point_id), so adding a key changes no existing id,
-`--resume` still finds old rows and the gate still pairs them; readers fill a missing key with it.
-"""
+from __future__ import annotations
 
-ADDED_KEY_DEFAULTS = {
-    "compile": "none",      # whole-step capture: none | compile | cudagraph
-    "block_impl": "auto",   # how our POET-X backends run the block/permutation work (backend's choice)
-    "cayley_scope": "layer",  # triton rows design: Cayley per layer, or batched over the model per step
-    "nproc": 1,             # processes (GPUs) per train point; > 1 runs under torchrun
-    "parallel": "ddp",      # data parallelism of a multi-process point: ddp | fsdp (FSDP2 fully_shard)
-    "checkpointing": False,  # gradient checkpointing of every decoder block (methods/checkpointing.py)
-}
-TRAIN_ONLY_KEYS = ("nproc", "parallel")
+from .points.ids import hashed_view
+from .points.train import TrainConfig
+
+ADDED_KEY_DEFAULTS = TrainConfig.added_defaults()  # the train kind's: a superset of the layer kind's
 
 
 def with_defaults(config: dict) -> dict:
@@ -20,6 +14,4 @@ def with_defaults(config: dict) -> dict:
     return {**ADDED_KEY_DEFAULTS, **config}
 
 
-def hashed_view(config: dict) -> dict:
-    """The part of `config` that identifies a point: added keys at their defaults are dropped."""
-    return {k: v for k, v in config.items() if not (k in ADDED_KEY_DEFAULTS and ADDED_KEY_DEFAULTS[k] == v)}
+__all__ = ["ADDED_KEY_DEFAULTS", "hashed_view", "with_defaults"]

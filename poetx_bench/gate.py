@@ -4,8 +4,9 @@
                                [--allow-different-devices]
 
 Points are matched by point_id; where ids differ, by the config tuple (kind, method, model, block_size,
-seq_len, batch_size, dtype, device, steps, seed, in_features, out_features, tokens) when that tuple is
-unique in both files. Points found in only one file are "not comparable" (listed, not a failure).
+seq_len, batch_size, dtype, device, steps, seed, in_features, out_features, tokens, ..., then the kind's own
+identity fields, e.g. a kernel point's op) when that tuple is unique in both files. Points found in only
+one file are "not comparable" (listed, not a failure).
 
 Machines: a matched pair is compared only when both rows ran on the same device model (env.device_name,
 e.g. "NVIDIA H100 80GB HBM3" -- not just config.device "cuda"; the CPU model on CPU runs) under the same
@@ -17,8 +18,13 @@ regressed beyond its rule), better, insufficient samples (a timed metric within 
 whose samples cannot show significance), noise (changes within the rules or not significant), or not
 comparable (nothing to compare, e.g. both failed before reaching metrics, or refused machines).
 
-Timed metrics (tokens_per_s: higher is better, samples metrics.step_times_s in s; fwd_bwd_ms: lower is
-better, samples metrics.fwd_bwd_ms_samples / samples_ms in ms) are judged on the time ratio of medians,
+Which metrics a pair is judged on is its kind's (`gated_metrics` in poetx_bench/points/<kind>.py): train
+peak_memory_bytes, tokens_per_s, final_loss, trainable_params, total_params; layer peak_memory_bytes
+(where measured), fwd_bwd_ms, trainable_params, total_params; kernel kernel_ms; correctness status only.
+
+Timed metrics, declared by their kinds (tokens_per_s: higher is better, samples metrics.step_times_s in s;
+fwd_bwd_ms: lower is better, samples metrics.fwd_bwd_ms_samples / samples_ms in ms; kernel_ms: lower is
+better, samples metrics.samples_ms in ms) are judged on the time ratio of medians,
 r = current/baseline time (for tokens_per_s r = baseline/current tokens/s; r > 1 is slower):
 
     1. effect size (always, whatever the sample count): r > 1 + effect_rel is worse, r < 1/(1 + effect_rel)
@@ -49,7 +55,7 @@ Rules file (TOML). Only these keys exist; any other key is an error naming the f
 
     description = "H100 gate"                    # optional, free text
 
-    [metrics.tokens_per_s]                       # and [metrics.fwd_bwd_ms]
+    [metrics.tokens_per_s]                       # and [metrics.fwd_bwd_ms], [metrics.kernel_ms]
     rel = 0.05                                   # tighter threshold, judged on statistics (default 0.07)
     effect_rel = 0.25                            # effect-size threshold, always applied (default 0.25)
     alpha = 0.05                                 # Mann-Whitney p and 1 - bootstrap confidence level
@@ -67,7 +73,7 @@ Rules file (TOML). Only these keys exist; any other key is an error naming the f
     [metrics.status]                             # and [metrics.trainable_params], [metrics.total_params]
     enabled = true                               # every metric has it; false skips the metric
 
-Keys per metric: enabled (all); rel, effect_rel, alpha, min_samples (tokens_per_s, fwd_bwd_ms; effect_rel
+Keys per metric: enabled (all); rel, effect_rel, alpha, min_samples (the timed metrics; effect_rel
 must be >= rel); rel, abs (peak_memory_bytes, final_loss); two_sided (final_loss).
 
 Output: a table (verdict, point, metric, detail), the verdict line ("gate: PASS ...") and a line counting
@@ -91,7 +97,8 @@ from pathlib import Path
 
 from . import machines
 from .errors import UserError
-from .report.rows import Point, dedupe, number, read_jsonl, warn
+from .points import find_kind, kinds
+from .results.point import Point, dedupe, number, read_jsonl, warn
 
 WORSE, BETTER, NOISE, NA, FAILING = "worse", "better", "noise", "not comparable", "newly failing"
 INSUFFICIENT = "insufficient samples"
@@ -101,19 +108,43 @@ VERDICT_ORDER = [FAILING, WORSE, BETTER, INSUFFICIENT, NOISE, NA]
 STATS, EFFECT, THRESHOLD, UNJUDGED = "statistics", "effect size alone", "fixed threshold", "not judged"
 BASIS_ORDER = [STATS, EFFECT, THRESHOLD, UNJUDGED]
 
-DEFAULT_RULES: dict[str, dict] = {
+TIMED_RULE = {"enabled": True, "rel": 0.07, "effect_rel": 0.25, "alpha": 0.05, "min_samples": 10}
+FIXED_RULES: dict[str, dict] = {
     "status": {"enabled": True},
     "peak_memory_bytes": {"enabled": True, "rel": 0.03, "abs": 64 * 2**20},
-    "tokens_per_s": {"enabled": True, "rel": 0.07, "effect_rel": 0.25, "alpha": 0.05, "min_samples": 10},
-    "fwd_bwd_ms": {"enabled": True, "rel": 0.07, "effect_rel": 0.25, "alpha": 0.05, "min_samples": 10},
     "final_loss": {"enabled": True, "abs": 0.05, "rel": 0.02, "two_sided": True},
     "trainable_params": {"enabled": True},
     "total_params": {"enabled": True},
 }
 TOP_LEVEL_KEYS = {"metrics", "description"}
-# timed metrics -> where their per-step / per-repeat time samples live (first non-empty wins)
-SAMPLE_KEYS = {"tokens_per_s": ("step_times_s",), "fwd_bwd_ms": ("fwd_bwd_ms_samples", "samples_ms")}
-HIGHER_IS_BETTER = {"tokens_per_s"}
+
+
+def timed_metrics() -> dict:
+    """Timed metrics of every registered kind -> TimedMetric (where the samples live, which way is better);
+    the first kind to declare a metric wins."""
+    out: dict = {}
+    for kind in kinds().values():
+        for name, spec in kind.timed_metrics.items():
+            out.setdefault(name, spec)
+    return out
+
+
+def default_rules() -> dict[str, dict]:
+    """Every metric the gate can judge with its default rule: the fixed-threshold metrics and each kind's
+    timed metrics (tokens_per_s, fwd_bwd_ms, kernel_ms, ...)."""
+    fixed = copy.deepcopy(FIXED_RULES)
+    rules = {"status": fixed.pop("status"), "peak_memory_bytes": fixed.pop("peak_memory_bytes")}
+    rules.update({name: dict(TIMED_RULE) for name in timed_metrics()})
+    rules.update(fixed)
+    return rules
+
+
+def gated_metrics(p: Point) -> tuple[str, ...]:
+    """The metrics the gate judges besides status for a row of p's kind (none for an unknown kind)."""
+    kind = find_kind(p.kind)
+    return kind.gated_metrics if kind is not None else ()
+
+
 BOOTSTRAP_RESAMPLES = 2000
 BOOTSTRAP_SEED = 0
 
@@ -139,7 +170,7 @@ def _check_value(path, dotted: str, key: str, value):
 
 def load_rules(path: str | Path | None) -> dict[str, dict]:
     """Default rules, overridden by the TOML file when given. Unknown keys -> UserError."""
-    rules = copy.deepcopy(DEFAULT_RULES)
+    rules = default_rules()
     if path is None:
         return rules
     path = Path(path)
@@ -162,7 +193,7 @@ def load_rules(path: str | Path | None) -> dict[str, dict]:
         raise UserError(f"{path}: 'metrics' must be a table ([metrics.<name>])")
     for name, overrides in metrics.items():
         if name not in rules:
-            raise UserError(f"{path}: unknown metric 'metrics.{name}' (known: {', '.join(DEFAULT_RULES)})")
+            raise UserError(f"{path}: unknown metric 'metrics.{name}' (known: {', '.join(rules)})")
         if not isinstance(overrides, dict):
             raise UserError(f"{path}: 'metrics.{name}' must be a table")
         for key, value in overrides.items():
@@ -232,7 +263,8 @@ def _fmt(value: float | None, metric: str) -> str:
 
 def samples(p: Point, metric: str) -> list[float]:
     """The positive finite time samples behind a timed metric ([] when none were recorded)."""
-    for key in SAMPLE_KEYS.get(metric, ()):
+    spec = timed_metrics().get(metric)
+    for key in (spec.samples if spec else ()):
         values = [v for v in p.series(key) if math.isfinite(v) and v > 0]
         if values:
             return values
@@ -295,13 +327,13 @@ def _missing(metric: str, b, c) -> Check:
 
 
 def check_timed(metric: str, rule: dict, base: Point, cur: Point) -> Check | None:
-    """tokens_per_s / fwd_bwd_ms: effect size always, statistics where the samples allow (module docstring)."""
+    """A timed metric: effect size always, statistics where the samples allow (module docstring)."""
     b, c = base.metric(metric), cur.metric(metric)
     if b is None and c is None:
         return None
     if b is None or c is None or not (0 < b < math.inf) or not (0 < c < math.inf):
         return _missing(metric, b, c)
-    ratio = b / c if metric in HIGHER_IS_BETTER else c / b  # time ratio: > 1 is slower
+    ratio = b / c if timed_metrics()[metric].higher_is_better else c / b  # time ratio: > 1 is slower
     effect, rel, alpha = float(rule["effect_rel"]), float(rule["rel"]), float(rule["alpha"])
     min_n = int(rule["min_samples"])
     text = f"{metric} {_fmt(b, metric)} -> {_fmt(c, metric)} ({_pct(b, c)}, time x{ratio:.3f})"
@@ -345,7 +377,7 @@ def check_timed(metric: str, rule: dict, base: Point, cur: Point) -> Check | Non
 
 def check_metric(metric: str, rule: dict, base: Point, cur: Point) -> Check | None:
     """One metric of one matched pair, or None when neither side has it."""
-    if metric in SAMPLE_KEYS:
+    if metric in timed_metrics():
         return check_timed(metric, rule, base, cur)
 
     if metric in ("trainable_params", "total_params"):
@@ -420,12 +452,11 @@ def compare_pair(base: Point, cur: Point, rules: dict[str, dict],
         else:
             comp.checks.append(Check("status", NOISE, f"status {cur.status}", moved=False))
     if base.ok and cur.ok:
-        metrics = ["fwd_bwd_ms"] if cur.kind == "layer" else ["peak_memory_bytes", "tokens_per_s", "final_loss"]
-        metrics += ["trainable_params", "total_params"]
-        if cur.kind == "layer" and ("peak_memory_bytes" in cur.metrics or "peak_memory_bytes" in base.metrics):
-            metrics.insert(0, "peak_memory_bytes")
-        for metric in metrics:
-            if rules[metric]["enabled"]:
+        for metric in gated_metrics(cur):  # the kind's, from the registry (poetx_bench.points)
+            if metric not in rules:
+                comp.checks.append(Check(metric, NA, f"{metric}: not judged (the gate has no rule for it)",
+                                         basis=UNJUDGED))
+            elif rules[metric]["enabled"]:
                 check = check_metric(metric, rules[metric], base, cur)
                 if check is not None:
                     comp.checks.append(check)
@@ -507,13 +538,13 @@ class GateResult:
 def sample_warnings(baseline: list[Point], rules: dict[str, dict], name: str = "baseline") -> list[str]:
     """One line per timed metric whose baseline points have fewer samples than min_samples."""
     out = []
-    for metric in SAMPLE_KEYS:
+    for metric in timed_metrics():
         rule = rules[metric]
         if not rule["enabled"]:
             continue
-        kind = "layer" if metric == "fwd_bwd_ms" else "train"
+        timed_by = {k.name for k in kinds().values() if metric in k.timed_metrics}
         counts = [len(samples(p, metric)) for p in baseline
-                  if p.ok and p.kind == kind and p.metric(metric) is not None]
+                  if p.ok and p.kind in timed_by and p.metric(metric) is not None]
         few = [n for n in counts if n < rule["min_samples"]]
         if few:
             out.append(f"{name}: {len(few)} of {len(counts)} points have fewer than {rule['min_samples']} "

@@ -16,8 +16,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config_defaults import ADDED_KEY_DEFAULTS
 from .env import environment
+from .points import get_kind
 from .results import SCHEMA_VERSION, append_row, finished_point_ids, restore_nonfinite
 
 EXIT_OK, EXIT_HARNESS, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -36,25 +36,14 @@ class RunOptions:
     gpus: list[str] | None = None
     jobs: int = 1
     slurm: dict | None = None
-
-
-def _uses_backend(method: str) -> bool:
-    from .methods import METHODS
-
-    spec = METHODS.get(method)
-    return spec is not None and spec.uses_backend
+    # run each point inside this process (the `correctness` command's quick checks): same rows, minus the
+    # isolation, the timeout and point_wall_s of a point process
+    in_process: bool = False
 
 
 def describe_point(cfg: dict) -> str:
-    b = f" b{cfg['block_size']}" if cfg.get("block_size") else ""
-    tags = "".join(f" {k}={cfg[k]}" for k in ("backend", "compile", "block_impl", "cayley_scope", "nproc", "parallel")
-                   if (cfg.get(k) not in (None, ADDED_KEY_DEFAULTS.get(k))
-                       or (k == "parallel" and cfg.get("nproc", 1) > 1))
-                   and (k != "backend" or _uses_backend(cfg["method"])))
-    tags += "".join(f" {k}={v}" for k, v in (cfg.get("hparams") or {}).items())
-    if cfg["kind"] == "layer":
-        return f"{cfg['method']} {cfg['in_features']}->{cfg['out_features']} N{cfg['tokens']}{b}{tags}"
-    return f"{cfg['method']} {cfg['model']}{b} L{cfg['seq_len']} B{cfg['batch_size']}{tags}"
+    """The console label of a point's config (its kind's)."""
+    return get_kind(cfg["kind"]).describe(cfg)
 
 
 def _fmt_s(s: float) -> str:
@@ -67,8 +56,8 @@ def point_summary(row: dict) -> str:
     parts = [row["status"]]
     if m.get("tokens_per_s"):
         parts.append(f"{m['tokens_per_s']:.0f} tok/s")
-    if m.get("fwd_bwd_ms"):
-        parts.append(f"{m['fwd_bwd_ms']:.3f} ms")
+    if m.get("fwd_bwd_ms") or m.get("kernel_ms"):
+        parts.append(f"{m.get('fwd_bwd_ms') or m['kernel_ms']:.3f} ms")
     if m.get("peak_memory_bytes"):
         parts.append(f"peak {m['peak_memory_bytes'] / 2**30:.2f} GiB")
     if m.get("final_loss") is not None:
@@ -148,6 +137,8 @@ class Runner:
             self.child.wait()
 
     def run_point(self, point: dict) -> dict:
+        if self.opts.in_process:
+            return self._run_in_process(point)
         cfg = point["config"]
         pid = point["point_id"]
         work = self.opts.out_dir / "points"
@@ -155,7 +146,7 @@ class Runner:
         spec_path, result_path, log_path = (work / f"{pid}.spec.json", work / f"{pid}.result.json",
                                             work / f"{pid}.log")
         result_path.unlink(missing_ok=True)
-        nproc = int(cfg.get("nproc", 1)) if cfg["kind"] == "train" else 1
+        nproc = get_kind(cfg["kind"]).processes(cfg)
         for stale in work.glob(f"{pid}.result.rank*.json"):
             stale.unlink()
         spec = {"config": cfg, "point_id": pid, "max_memory_gb": self.opts.max_memory_gb}
@@ -200,6 +191,16 @@ class Runner:
             why = f"point process killed by signal {-rc}" + (" (host out of memory?)" if rc == -9 else "")
         return self._row(point, "error", {"point_wall_s": wall},
                          {"type": "Crash", "message": why, "traceback_tail": _tail(log_path)})
+
+    def _run_in_process(self, point: dict) -> dict:
+        from .child import run as run_spec
+
+        res = run_spec({"config": point["config"], "point_id": point["point_id"],
+                        "max_memory_gb": self.opts.max_memory_gb})
+        if (res.get("error") or {}).get("type") == "KeyboardInterrupt":
+            raise KeyboardInterrupt
+        self.last_env = res.get("env") or self.last_env
+        return self._row(point, res["status"], res.get("metrics") or {}, res.get("error"), res.get("env"))
 
     def _row(self, point, status, metrics, error, env=None) -> dict:
         if env is None:
@@ -275,16 +276,5 @@ def _tail(path: Path, n: int = 3000) -> str:
 
 
 def estimate_seconds(cfg: dict) -> float:
-    """Rough wall time of a point for --dry-run: process start-up plus steps at a nominal rate."""
-    from .flops import layer_fwd_bwd_flops, train_step_flops
-
-    gpu = cfg["device"] == "cuda"
-    rate = 300e12 if gpu else 2e10
-    startup = 20.0 if gpu else 6.0
-    if cfg["kind"] == "layer":
-        f = layer_fwd_bwd_flops(cfg["method"], cfg["in_features"], cfg["out_features"], cfg["tokens"],
-                                cfg.get("block_size"))
-        return startup + f / rate * (cfg.get("repeats", 50) * 3 + 40)
-    f = train_step_flops(cfg["model"], cfg["method"], cfg.get("block_size"), cfg["batch_size"],
-                         cfg["seq_len"])
-    return startup + f / rate * (cfg["steps"] + cfg["warmup_steps"])
+    """Rough wall time of a point for --dry-run (its kind's estimate)."""
+    return get_kind(cfg["kind"]).estimate_seconds(cfg, cfg["device"])

@@ -71,6 +71,46 @@ def test_method_checker_can_fail(tmp_path, monkeypatch):
                           ("poetx_bench.report", "poetx_bench.gate"))) == 2
 
 
+def _forbidden_in(paths, package_of, forbidden: tuple[str, ...]) -> list[str]:
+    bad = []
+    for path in paths:
+        for line, name in _imports(path, package_of(path)):
+            if name.startswith(forbidden):
+                bad.append(f"{path.relative_to(ROOT)}:{line} imports {name}")
+    return bad
+
+
+def _gate_and_model(root: Path) -> list[Path]:
+    """The gate and what it reads rows with: the point model (results/) and the kind registry (points/)."""
+    pkg = root / "poetx_bench"
+    return [pkg / "gate.py", *sorted((pkg / "results").rglob("*.py")), *sorted((pkg / "points").rglob("*.py"))]
+
+
+def _package_of(path: Path) -> str:
+    """The package a module's relative imports resolve against (poetx_bench.gate -> poetx_bench)."""
+    return ".".join(path.relative_to(ROOT).with_suffix("").parts[:-1])
+
+
+def test_gate_imports_nothing_of_the_report():
+    """The gate judges rows through the point model (poetx_bench.results.point) and the kind registry
+    (poetx_bench.points); neither it nor they import the report package."""
+    found = _forbidden_in(_gate_and_model(ROOT), _package_of, ("poetx_bench.report",))
+    assert found == []
+
+
+def test_gate_checker_can_fail(tmp_path, monkeypatch):
+    pkg = tmp_path / "poetx_bench"
+    (pkg / "results").mkdir(parents=True)
+    (pkg / "points").mkdir()
+    (pkg / "gate.py").write_text("from .report.rows import Point\n")
+    (pkg / "results" / "point.py").write_text("def f():\n    from ..report import tables\n")
+    (pkg / "points" / "x.py").write_text("import poetx_bench.report.build\n")
+    monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
+    found = _forbidden_in(_gate_and_model(tmp_path), _package_of, ("poetx_bench.report",))
+    assert len(found) == 3, found
+    assert found[0].startswith("poetx_bench/gate.py:1 imports poetx_bench.report.rows")
+
+
 def test_checker_sees_lazy_imports(tmp_path, monkeypatch):
     """The check must be able to fail: a function-level import of the harness is found."""
     pkg = tmp_path / "reference"

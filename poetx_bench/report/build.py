@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import __version__
-from . import fig_checks, fig_latency, fig_memory, fig_training, names, scaling, tables, writer
+from ..results.point import Point, dedupe, find_result_files, read_jsonl, warn
+from . import fig_checks, fig_latency, fig_memory, fig_training, kernels, names, scaling, tables, writer
 from .document import Figure, Section
-from .rows import Point, dedupe, find_result_files, read_jsonl, warn
 
 DEFAULT_TITLE = "poetx-bench report"
 
@@ -56,6 +56,7 @@ def build_sections(points: list[Point], out_dir: Path, superseded: int = 0,
         _safe(fig_training.block_sweep_section, "Block-size sweep", points, out_dir),
         _safe(fig_checks.host_device_section, "Host versus device time", points, out_dir),
         _safe(fig_checks.correctness_section, "Correctness", points, out_dir),
+        _safe(kernels.kernel_section, "Kernel micro-benchmarks", points, out_dir),
         _safe(tables.environment_section, "Environment", points, out_dir),
     ]
     return [s for s in sections if s is not None]  # a section with nothing to say may return None

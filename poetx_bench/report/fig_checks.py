@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..results.point import Point
 from . import style
 from .document import MISSING, Section, Table, fmt_num, no_data, write_csv
-from .rows import Point
 
 ERR_KEYS = ("rel_err_output", "rel_err_grad_input", "rel_err_grad_skew_in", "rel_err_grad_skew_out")
 
@@ -23,7 +23,7 @@ def correctness_section(points: list[Point], out_dir: Path) -> Section:
     sec.add("Relative error (‖got − expected‖ / ‖expected‖) of each layer in its working dtype against "
             "weight-centric POET in float64 on the same state and fresh random inputs; forward output and "
             "gradients with respect to the input and both skew parameter sets.")
-    eq = [p for p in rows if p.config.get("check") == "layer-equivalence"]
+    eq = [p for p in rows if p.config.get("check") == "layer-equivalence" and p.ok]  # skips: status summary
     records = []
     for p in eq:
         c = p.config
@@ -41,7 +41,7 @@ def correctness_section(points: list[Point], out_dir: Path) -> Section:
             col = k.replace("rel_err_", "")
             shown[col] = [fmt_num(v, 2) if v is None else f"{v:.1e}" for v in raw[col]]
         sec.add(Table(shown.astype(str), csv=rel))
-    curves = [p for p in rows if p.config.get("check") == "neumann-orthogonality"]
+    curves = [p for p in rows if p.config.get("check") == "neumann-orthogonality" and p.ok]
     if curves:
         data = []
         with style.styled():

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..results.point import Point
 from . import names, paper, style
 from .document import MISSING, Section, Table, fmt_num, fmt_ratio, no_data, status_text
-from .rows import Point
 from .tables import _save_table, frame, method_label, same_machine
 
 PHASE_SHORT = {"forward": "fwd", "backward": "bwd"}

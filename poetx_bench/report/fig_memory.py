@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..results.point import Point
 from . import names, paper, style
 from .document import Section, Table, fmt_num, fmt_ratio, no_data, status_text
-from .rows import Point
 from .tables import _save_table, _sort_points, frame, method_label, paper_comparable
 
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 from matplotlib.lines import Line2D
 
+from ..results.point import Point
 from . import names, paper, style
 from .document import Section, no_data, status_text
-from .rows import Point
 from .tables import _sort_points, frame, method_label, paper_comparable
 
 # --- 5. loss curves ------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import re
 
 from ..flops import LINEAR
 from ..methods import BASELINE_METHOD, METHODS
-from .rows import number
+from ..results.point import number
 
 GB_BYTES = 2**30
 GB_NOTE = "GB here means GiB (2^30 bytes), for both measured and paper values."

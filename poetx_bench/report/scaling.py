@@ -12,9 +12,9 @@ from pathlib import Path
 import pandas as pd
 
 from .. import machines
+from ..results.point import KEY_FIELDS, Point
 from . import names
 from .document import MISSING, Section, Table, fmt_int, fmt_num
-from .rows import KEY_FIELDS, Point
 
 IGNORED = ("nproc", "parallel")
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from .. import machines
+from ..results.point import Point
 from . import names, paper
 from .document import (
     MISSING,
@@ -22,7 +23,6 @@ from .document import (
     status_text,
     write_csv,
 )
-from .rows import Point
 
 TABLES_DIR = "tables"
 

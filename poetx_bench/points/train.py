@@ -40,6 +40,8 @@ class TrainConfig(KindConfig):
     nproc: int = knob(1, added=True)                 # processes (GPUs) per point; > 1 runs under torchrun
     parallel: str = knob("ddp", added=True)          # ddp | fsdp (FSDP2 fully_shard) when nproc > 1
     checkpointing: bool = knob(False, added=True)    # gradient checkpointing of every decoder block
+    measure_merge: bool = knob(False, added=True)    # after the timed steps, time one merge (merge_cost)
+    trial: int = knob(0, added=True)                 # k-th separate process of the same point (`trials`)
     vocab_size: int | None = optional()
     max_memory_gb: float | None = optional()
     hparams: dict | None = optional()                # the method's own hyperparameters, when a suite sets them
@@ -54,6 +56,8 @@ SUITE_KEYS = {
     "checkpointing": (bool, False),  # gradient checkpointing per decoder block, any method
     "hparams": (dict, False),  # [hparams.METHOD]: the method's own hyperparameters (its schema)
     "nproc": ((int, list), False), "parallel": ((str, list), False),
+    "measure_merge": (bool, False),  # time one merge after the timed steps (POET methods): metrics.merge_cost
+    "trials": (int, False),  # each point this many times, each its own process (trial 0..n-1): the spread
 }
 
 
@@ -91,7 +95,12 @@ def expand(inp: SuiteInput) -> list[dict]:
                                           hparams=dict(grid.hparams[method]) if grid.hparams.get(method) else None)
                         configs += apply_overrides(cfg.to_dict(), grid.overrides, device,
                                                    TrainConfig.defaults()["parallel"])
-    return configs
+    trials = raw.get("trials", 1)
+    if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
+        raise err(src, "trials", trials, "must be an integer >= 1")
+    if "trial" in raw:
+        raise err(src, "trial", raw["trial"], "is set per point: use `trials = N` for N separate processes")
+    return [{**c, "trial": t} if t else c for c in configs for t in range(trials)]
 
 
 def run(cfg: dict, ctx: RunContext) -> Outcome:
@@ -115,7 +124,8 @@ def run(cfg: dict, ctx: RunContext) -> Outcome:
 
 def describe(cfg: dict) -> str:
     tags = describe_tags(cfg, TrainConfig.added_defaults())
-    return f"{cfg['method']} {cfg['model']}{block_tag(cfg)} L{cfg['seq_len']} B{cfg['batch_size']}{tags}"
+    trial = f" trial={cfg['trial']}" if cfg.get("trial") else ""
+    return f"{cfg['method']} {cfg['model']}{block_tag(cfg)} L{cfg['seq_len']} B{cfg['batch_size']}{tags}{trial}"
 
 
 def label(p, with_model: bool = True) -> str:
@@ -127,6 +137,8 @@ def label(p, with_model: bool = True) -> str:
         parts.append(f"L{p.seq_len}")
     if p.batch_size is not None:
         parts.append(f"bs{p.batch_size}")
+    if p.cfg("trial"):
+        parts.append(f"trial{p.cfg('trial')}")
     return " ".join(parts)
 
 
@@ -170,4 +182,5 @@ KIND = PointKind(
     gated_metrics=("peak_memory_bytes", "tokens_per_s", "final_loss", "trainable_params", "total_params"),
     timed_metrics={"tokens_per_s": TimedMetric(("step_times_s",), higher_is_better=True)},
     skip_reason=lambda cfg: skip_reason(cfg, multiprocess=True), multiprocess=True, prepare=prepare,
+    key_fields=("trial",),
 )

@@ -291,6 +291,9 @@ def run_train_point(cfg: dict, on_progress=None, world: World | None = None) -> 
         "merges": trainer.hook.merges,
         "data": trainer.data.describe(),
     }
+    if cfg.get("measure_merge"):  # after every timed number and peak above: the merge changes neither
+        metrics["merge_cost"] = (measure_merge_cost(trainer, device, step_stats["median"])
+                                 if trainer.hook.layers else None)
     metrics.update(run_facts(cfg))
     if timer.delay_ms:
         metrics["injected_delay_ms"] = timer.delay_ms
@@ -329,3 +332,39 @@ def _distributed_metrics(metrics: dict, trainer: Trainer, world: World) -> None:
     per_merge = comm_bytes_per_merge(trainer.model, world)
     if per_merge:
         metrics["comm_bytes_per_merge_computed"] = per_merge
+
+
+def measure_merge_cost(trainer, device: torch.device, step_time_s: float | None) -> dict:
+    """The cost of one merge (fold R, P into W0, redraw permutations, reset the skew state), which timed
+    steps never include unless merge_every divides them: the merge alone, a step followed by a merge, and
+    the peak memory of that merging step, beside a plain step and amortized over merge_every."""
+    cuda = device.type == "cuda"
+    timer = StepTimer(device)
+    timer.delay_ms = 0.0  # the gate's injected delay belongs to timed steps only
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    before = torch.cuda.memory_allocated() if cuda else None
+    timer.start()
+    trainer.hook.merge_now()
+    timer.stop()
+    merge_peak = torch.cuda.max_memory_allocated() if cuda else None
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    timer.start()
+    trainer.step()
+    trainer.hook.merge_now()
+    timer.stop()
+    step_merge_peak = torch.cuda.max_memory_allocated() if cuda else None
+    merge_s, step_merge_s = timer.durations()
+    every = trainer.hook.merge_every
+    return {
+        "merge_time_s": merge_s,
+        "merge_step_time_s": step_merge_s,
+        "plain_step_time_s": step_time_s,
+        "merge_transient_bytes": (merge_peak - before) if cuda else None,
+        "merge_step_peak_bytes": step_merge_peak,
+        "merge_every": every,
+        "amortized_s_per_step": merge_s / every if every > 0 else None,
+        "amortized_fraction_of_step": (merge_s / every / step_time_s) if (every > 0 and step_time_s) else None,
+    }

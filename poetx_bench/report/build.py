@@ -11,7 +11,18 @@ from pathlib import Path
 
 from .. import __version__
 from ..results.point import Point, dedupe, find_result_files, read_jsonl, warn
-from . import fig_checks, fig_latency, fig_memory, fig_training, kernels, names, scaling, tables, writer
+from . import (
+    fig_checks,
+    fig_latency,
+    fig_memory,
+    fig_training,
+    headline,
+    kernels,
+    names,
+    scaling,
+    tables,
+    writer,
+)
 from .document import Figure, Section
 
 DEFAULT_TITLE = "poetx-bench report"
@@ -51,6 +62,9 @@ def build_sections(points: list[Point], out_dir: Path, superseded: int = 0,
               allow_different_devices),
         _safe(tables.throughput_section, "Throughput (relative to AdamW)", points, out_dir,
               allow_different_devices),
+        _safe(headline.headline_section, "Headline ratios (spread over processes)", points, out_dir,
+              allow_different_devices),
+        _safe(headline.merge_cost_section, "Merge cost", points, out_dir),
         _safe(scaling.scaling_section, "Multi-process scaling", points, out_dir, allow_different_devices),
         _safe(fig_training.loss_section, "Loss curves", points, out_dir),
         _safe(fig_training.block_sweep_section, "Block-size sweep", points, out_dir),

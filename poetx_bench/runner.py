@@ -207,6 +207,8 @@ class Runner:
             env = self.last_env or environment(use_torch_cuda=False)
         if self.opts.max_memory_gb and isinstance(metrics, dict):  # also on rows the point never wrote
             metrics.setdefault("memory_cap_bytes", int(self.opts.max_memory_gb * 1024**3))
+        if self.opts.timeout and isinstance(metrics, dict):  # --timeout replaced the config's own timeout
+            metrics.setdefault("timeout_applied_s", float(self.opts.timeout))
         row = {"schema_version": SCHEMA_VERSION, "point_id": point["point_id"], "status": status,
                "suite": self.opts.suite_name, "kind": point["config"]["kind"],
                "config": point["config"], "metrics": metrics, "env": env}

@@ -79,6 +79,7 @@ def test_timeout_status(tmp_path):
                  "--timeout", "0.5"]) == 0
     (row,) = read_rows(out / "results.jsonl")
     assert row["status"] == "timeout"
+    assert row["metrics"]["timeout_applied_s"] == 0.5  # the row says which timeout killed it
 
 
 BAD_SUITES = [

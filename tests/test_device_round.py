@@ -1,0 +1,42 @@
+"""bench/device_round.sh: a queue of sweeps under a deadline, resumable across calls, stopping (exit 3)
+before a sweep it has no time for."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from poetx_bench.results import read_rows
+
+ROOT = Path(__file__).resolve().parents[1]
+SUITE = ('methods = ["adamw"]\nmodels = ["tiny"]\nseq_lens = [16]\nbatch_sizes = [2]\nsteps = 2\n'
+         'warmup_steps = 1\ndtype = "float32"\ndata = "synthetic"\nvocab_size = 256\n')
+
+
+def _round(tmp_path, queue: Path, deadline: str, *previous) -> subprocess.CompletedProcess:
+    env = {**os.environ, "W": str(tmp_path / "w"), "PYTHON": sys.executable}
+    env.pop("OUT", None)
+    return subprocess.run(["bash", str(ROOT / "bench" / "device_round.sh"), str(queue), deadline, *previous],
+                          env=env, capture_output=True, text=True, timeout=300, cwd=ROOT)
+
+
+def test_queue_runs_resumes_and_stops_at_the_deadline(tmp_path):
+    suite = tmp_path / "s.toml"
+    suite.write_text(SUITE)
+    queue = tmp_path / "queue.txt"
+    queue.write_text(f"# a comment\none --suite {suite} --device cpu\n")
+    proc = _round(tmp_path, queue, "600")
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    rows = read_rows(tmp_path / "w" / "one" / "results.jsonl")
+    assert [r["status"] for r in rows] == ["ok"]
+    # a second call resumes: the point already has its row, nothing runs twice
+    assert _round(tmp_path, queue, "600").returncode == 0
+    assert len(read_rows(tmp_path / "w" / "one" / "results.jsonl")) == 1
+    # no time for a sweep: stop before it, exit 3
+    queue.write_text(f"two --suite {suite} --device cpu\n")
+    proc = _round(tmp_path, queue, "30")
+    assert proc.returncode == 3 and "not starting two" in proc.stdout
+    assert not (tmp_path / "w" / "two").exists()
+    assert _round(tmp_path, queue, "soon").returncode == 2

@@ -25,6 +25,10 @@ def _apply_memory_cap(cfg: dict, cap_gb: float | None) -> None:
         total = torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory
         torch.cuda.set_per_process_memory_fraction(min(1.0, cap_gb * 1024**3 / total))
     else:
+        # modules torch imports lazily on first use (model init reaches torch._dynamo) load before the cap:
+        # an import failing under it raises SystemError, not MemoryError, and the cap is for the point's data
+        import torch._dynamo  # noqa: F401
+
         cap_cpu_memory(int(cap_gb * 1024**3))
 
 

@@ -66,11 +66,18 @@ def cap_cpu_memory(extra_bytes: int) -> None:
 
 
 def is_oom(exc: BaseException) -> bool:
-    if isinstance(exc, (torch.cuda.OutOfMemoryError, MemoryError)):
-        return True
-    msg = str(exc)
-    return ("out of memory" in msg.lower() or "can't allocate memory" in msg
-            or "DefaultCPUAllocator" in msg)
+    """Out of memory, also when the allocation failure surfaces as another error (an import under a memory
+    cap raises SystemError with the MemoryError as its cause or context)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, (torch.cuda.OutOfMemoryError, MemoryError)):
+            return True
+        msg = str(exc)
+        if "out of memory" in msg.lower() or "can't allocate memory" in msg or "DefaultCPUAllocator" in msg:
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 # --- memory breakdown ------------------------------------------------------------------------------

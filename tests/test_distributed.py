@@ -171,7 +171,9 @@ def test_oom_on_a_rank_makes_the_point_oom(tmp_path):
     out = tmp_path / "run"
     proc = subprocess.run([sys.executable, "-m", "poetx_bench", "sweep", "--suite", "multi-cpu", "--device",
                            "cpu", "--out", str(out), "--quiet", "--filter", "nproc=2", "--filter",
-                           "method=adamw", "--filter", "parallel=ddp", "--max-memory-gb", "0.02"],
+                           "method=adamw", "--filter", "parallel=ddp", "--max-memory-gb", "0.02",
+                           # a 100k vocabulary: embedding and head (2 x 51 MB) cannot fit the 20 MB cap
+                           "--set", "vocab_size=100000"],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     (row,) = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]

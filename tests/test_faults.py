@@ -142,3 +142,19 @@ def test_fault_then_resume_report_and_gate(fault, clean, tmp_path, capsys):
     else:
         assert all(r["status"] == "ok" for r in rows)
         assert gate == 0, out_text
+
+
+def test_an_allocation_failure_behind_another_error_is_oom():
+    """Under a CPU memory cap an import can fail as SystemError whose context is the MemoryError: that is
+    the point running out of memory (status oom), not a harness error."""
+    from poetx_bench.measure import is_oom
+
+    try:
+        try:
+            raise MemoryError()
+        except MemoryError:
+            raise SystemError("<built-in function> returned a result with an exception set")  # noqa: B904
+    except SystemError as exc:
+        assert is_oom(exc)
+    assert not is_oom(SystemError("unrelated"))
+    assert not is_oom(ValueError("bad value"))

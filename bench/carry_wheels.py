@@ -3,7 +3,7 @@ another machine's Python and platform, into a folder to carry there (the device 
 
     python bench/carry_wheels.py --dest .carry/whl [--python-version 3.12]
 
-then, on the GPU machine:
+then, on the GPU machine (the pins of pyproject.toml's `baselines` extra):
 
     python -m pip install --no-index --find-links .carry/whl peft==0.21.2 torchao==0.18.0 \\
         galore-torch==1.0 apollo-torch==1.0.3 bitsandbytes==0.50.2
@@ -21,8 +21,17 @@ import sys
 import zipfile
 from pathlib import Path
 
-# the baselines extra (pyproject.toml) and the transitive dependencies a torch-only machine may lack
-PINNED = ["peft==0.21.2", "torchao==0.18.0", "galore-torch==1.0", "apollo-torch==1.0.3", "bitsandbytes==0.50.2"]
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def pinned_baselines() -> list[str]:
+    """The `baselines` extra of pyproject.toml: the one place its versions are pinned."""
+    import tomllib
+
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["baselines"]
+
+
+# the transitive dependencies a torch-only machine may lack
 DEPENDENCIES = ["transformers==5.24.0", "accelerate==1.15.0", "safetensors==0.8.0", "huggingface_hub==2.4.0",
                 "hf_xet==1.8.0", "tokenizers==0.23.3", "regex", "pyyaml", "psutil", "tqdm", "filelock",
                 "fsspec", "packaging", "httpx2==2.16.2", "httpcore2==2.16.2", "h11", "anyio", "idna", "typer",
@@ -63,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
            "--python-version", args.python_version, "--dest", str(args.dest)]
     for plat in PLATFORMS:
         cmd += ["--platform", plat]
-    proc = subprocess.run(cmd + PINNED + DEPENDENCIES)
+    proc = subprocess.run(cmd + pinned_baselines() + DEPENDENCIES)
     if proc.returncode:
         print(f"error: pip download failed (exit {proc.returncode})", file=sys.stderr)
         return 1

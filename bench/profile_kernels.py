@@ -94,7 +94,7 @@ def _print(summary: dict) -> None:
 
 
 def train_main(args, out: Path) -> dict:
-    from poetx_bench.train_point import Trainer
+    from poetx_bench.points.training import Trainer
 
     cfg = {"kind": "train", "method": args.method, "model": args.model, "block_size": args.block_size,
            "seq_len": args.seq_len, "batch_size": args.batch_size, "device": "cuda", "dtype": "bfloat16",
@@ -109,7 +109,7 @@ def train_main(args, out: Path) -> dict:
 
 
 def layer_main(args, out: Path) -> dict:
-    from poetx_bench.layer_point import build_layer
+    from poetx_bench.points.layer_timing import build_layer
 
     fin, fout = args.shape
     cfg = {"method": args.method, "in_features": fin, "out_features": fout, "block_size": args.block_size,

@@ -178,10 +178,10 @@ class StepTimer:
     """Per-step wall time from a start and an end mark around each step: CUDA events on GPU (no host
     sync inside the loop), perf_counter on CPU. Work between steps (eval, progress) is never counted."""
 
-    def __init__(self, device: torch.device):
+    def __init__(self, device: torch.device, inject_delay: bool = True):
         self.cuda = device.type == "cuda"
         self.pairs: list = []
-        self.delay_ms = injected_delay_ms()
+        self.delay_ms = injected_delay_ms() if inject_delay else 0.0
         if self.delay_ms and self.cuda:
             _gpu_cycles_per_ms()  # calibrate now, not inside the first timed step
 

@@ -26,7 +26,7 @@ def case_config(method: str, parallel: str, nproc: int) -> dict:
 def train(cfg: dict, world=None):
     """(losses, trainer) after cfg['steps'] steps (a merge after step 2)."""
     from poetx_bench.distributed import mean_over_ranks
-    from poetx_bench.train_point import Trainer
+    from poetx_bench.points.training import Trainer
 
     trainer = Trainer(cfg, torch.device("cpu"), world)
     losses = torch.stack([trainer.step() for _ in range(cfg["steps"])])

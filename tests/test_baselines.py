@@ -13,8 +13,8 @@ import torch
 from poetx_bench.measure import memory_breakdown
 from poetx_bench.methods import METHODS, prepare
 from poetx_bench.methods.checkpointing import enable_checkpointing
+from poetx_bench.points.training import Trainer
 from poetx_bench.reference.models import build_model
-from poetx_bench.train_point import Trainer
 
 
 def _trainer(method: str, steps: int, **hparams) -> Trainer:
@@ -79,10 +79,10 @@ def test_checkpointing_gives_the_same_loss_and_gradients(method, block_size):
 
 
 def test_checkpointing_key_defaults_off_and_keeps_point_ids(tmp_path):
-    from poetx_bench.config_defaults import ADDED_KEY_DEFAULTS
+    from poetx_bench.points.train import TrainConfig
     from poetx_bench.suite import load_suite, point_id
 
-    assert ADDED_KEY_DEFAULTS["checkpointing"] is False
+    assert TrainConfig.added_defaults()["checkpointing"] is False
     path = tmp_path / "s.toml"
     base = 'kind = "train"\nmethods = ["adamw"]\nmodels = ["tiny"]\nseq_lens = [16]\nbatch_sizes = [2]\n'
     path.write_text(base)

@@ -139,8 +139,8 @@ def test_failed_rank_decides_the_status(tmp_path):
 
 def test_report_scaling_efficiency(tmp_path):
     """The report pairs an nproc 2 row with the same point at nproc 1: efficiency = tps2 / (2 tps1)."""
-    from poetx_bench.report.rows import Point
     from poetx_bench.report.scaling import scaling_records
+    from poetx_bench.results.point import Point
 
     cfg = {"kind": "train", "method": "adamw", "model": "tiny", "seq_len": 32, "batch_size": 2,
            "dtype": "float32", "device": "cpu", "steps": 4, "seed": 0}
@@ -183,8 +183,8 @@ def test_oom_on_a_rank_makes_the_point_oom(tmp_path):
 
 def test_paper_cells_only_beside_single_process_rows():
     """The paper measured one GPU: a DDP/FSDP row (per-rank peak) is never put beside a paper cell."""
-    from poetx_bench.report.rows import Point
     from poetx_bench.report.tables import paper_comparable
+    from poetx_bench.results.point import Point
 
     cfg = {"kind": "train", "method": "adamw", "model": "3b", "seq_len": 1024, "batch_size": 1,
            "dtype": "bfloat16", "device": "cuda", "steps": 4, "seed": 0}
@@ -197,8 +197,8 @@ def test_paper_cells_only_beside_single_process_rows():
 def test_scaling_curve_and_paper_64_gpu_per_gpu(tmp_path):
     """Several N of one point: the section draws the curve and puts our tokens/s per GPU at the largest N
     beside the paper's 64-GPU cell divided by 64."""
-    from poetx_bench.report.rows import Point
     from poetx_bench.report.scaling import scaling_section
+    from poetx_bench.results.point import Point
 
     cfg = {"kind": "train", "method": "adamw", "model": "8b", "seq_len": 1024, "batch_size": 1,
            "dtype": "bfloat16", "device": "cuda", "steps": 10, "seed": 0}

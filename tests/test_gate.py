@@ -421,7 +421,7 @@ def test_rows_from_two_gpu_models_are_refused(tmp_path, capsys):
 
 def test_machines_helper():
     from poetx_bench.machines import memory_cap_bytes, mismatch
-    from poetx_bench.report.rows import Point
+    from poetx_bench.results.point import Point
 
     a, b = Point(_row()), Point(_row())
     assert mismatch(a, b) is None

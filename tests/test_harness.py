@@ -206,7 +206,7 @@ def test_profile_pass_writes_trace(tmp_path):
 
 
 def test_classify_op_categories():
-    from poetx_bench.layer_point import classify_op
+    from poetx_bench.points.layer_timing import classify_op
 
     dims, b, n = (4096, 14336), 256, 2048
     assert classify_op("aten::bmm", [[16, 256, 256], [16, 256, 256]], dims, b, n) == "cayley"

@@ -13,9 +13,9 @@ from poetx_bench.cli import main
 from poetx_bench.errors import UserError
 from poetx_bench.methods import METHODS, prepare
 from poetx_bench.methods.muon import hidden_matrices
+from poetx_bench.points.training import Trainer
 from poetx_bench.reference.models import MODEL_CONFIGS, build_model
 from poetx_bench.suite import apply_filters, load_suite
-from poetx_bench.train_point import Trainer
 
 ROOT = Path(__file__).resolve().parent.parent
 

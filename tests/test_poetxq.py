@@ -15,7 +15,7 @@ import torch
 from poetx_bench.kernels import POETXTritonLinear
 from poetx_bench.kernels.quantized import POETXQLinear, quantize_rows
 from poetx_bench.kernels.rows import dequantize_rows
-from poetx_bench.train_point import Trainer
+from poetx_bench.points.training import Trainer
 
 
 def test_row_quantization_error_is_within_half_a_step():

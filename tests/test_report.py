@@ -15,7 +15,7 @@ from poetx_bench.errors import UserError
 from poetx_bench.report import names, paper
 from poetx_bench.report.build import build_report
 from poetx_bench.report.cli import add_figures_arguments, add_report_arguments, figures_main, report_main
-from poetx_bench.report.rows import load_points
+from poetx_bench.results.point import load_points
 
 FIXTURE = Path(__file__).parent / "fixtures" / "results_mixed.jsonl"
 FIGURES = ["memory_breakdown", "layer_latency", "loss_curves", "block_size_sweep", "neumann_orthogonality"]
@@ -229,7 +229,7 @@ def test_paper_names_and_units():
 
 
 def test_duplicate_rows_later_wins_but_skipped_never_replaces(tmp_path):
-    from poetx_bench.report.rows import dedupe
+    from poetx_bench.results.point import dedupe
 
     row = _rows()[0]
     failed = dict(copy_row(row), status="oom")
@@ -308,8 +308,8 @@ def test_cpu_layer_latency_is_not_set_beside_the_paper(tmp_path):
 def test_ratios_never_pair_rows_from_different_machines(tmp_path):
     """'vs adamw' and 'linear/method' refuse an H200 row against an H100 reference, unless allowed."""
     from poetx_bench.report.fig_latency import latency_section
-    from poetx_bench.report.rows import Point
     from poetx_bench.report.tables import throughput_records
+    from poetx_bench.results.point import Point
 
     rows = _rows()
     h200 = []

@@ -12,7 +12,6 @@ from strict_json import strict_rows
 from poetx_bench import store
 from poetx_bench.cli import main
 from poetx_bench.errors import UserError
-from poetx_bench.report.rows import read_jsonl
 from poetx_bench.results import (
     SCHEMA_VERSION,
     append_row,
@@ -21,6 +20,7 @@ from poetx_bench.results import (
     read_numbered,
     read_rows,
 )
+from poetx_bench.results.point import read_jsonl
 
 REPO = Path(__file__).resolve().parent.parent
 BASELINE = REPO / "reports" / "baselines" / "cpu-smoke.jsonl"

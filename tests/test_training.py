@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from poetx_bench.methods import METHODS
-from poetx_bench.train_point import Trainer
+from poetx_bench.points.training import Trainer
 
 VOCAB = 2048
 

@@ -339,8 +339,7 @@ def measure_merge_cost(trainer, device: torch.device, step_time_s: float | None)
     steps never include unless merge_every divides them: the merge alone, a step followed by a merge, and
     the peak memory of that merging step, beside a plain step and amortized over merge_every."""
     cuda = device.type == "cuda"
-    timer = StepTimer(device)
-    timer.delay_ms = 0.0  # the gate's injected delay belongs to timed steps only
+    timer = StepTimer(device, inject_delay=False)  # the gate's injected delay belongs to timed steps only
     if cuda:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()

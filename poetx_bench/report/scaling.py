@@ -45,6 +45,7 @@ def scaling_records(points: list[Point], allow_different_devices: bool = False) 
         comm = _ring_bytes_per_rank(p.metrics.get("comm_bytes_per_step_computed")) if p.ok else None
         records.append({
             "point": p.label(), "nproc": n, "parallel": p.cfg("parallel"), "status": p.status,
+            # one scaling line: the same point (every key field but nproc), parallelism and device model
             "curve": (_single_key(p), p.cfg("parallel"), str(machines.device_name(p)),
                       machines.memory_cap_bytes(p)),
             "method": p.method, "model": p.model, "seq_len": p.seq_len, "block_size": p.block_size,
@@ -120,11 +121,6 @@ def scaling_section(points: list[Point], out_dir: Path, allow_different_devices:
     return sec
 
 
-def _curve_key(r: dict) -> tuple:
-    """One line: the same point (every key field but nproc), parallelism and device model."""
-    return r["curve"]
-
-
 def _scaling_figure(records: list[dict], out_dir: Path):
     """Global tokens/s and efficiency against N, one line per method x model x parallel (with its N = 1
     point); drawn only where some line has two or more multi-process points (one N is a table, not a curve)."""
@@ -133,7 +129,7 @@ def _scaling_figure(records: list[dict], out_dir: Path):
     lines: dict[tuple, dict[int, dict]] = {}
     for r in records:
         if r["scaling_efficiency"]:
-            lines.setdefault(_curve_key(r), {})[r["nproc"]] = r  # the last row of an N counts, as in tables
+            lines.setdefault(r["curve"], {})[r["nproc"]] = r  # the last row of an N counts, as in tables
     lines = {k: [v[n] for n in sorted(v)] for k, v in lines.items() if len(v) >= 2}
     if not lines:
         return None
@@ -175,7 +171,7 @@ def _paper_per_gpu(records: list[dict]) -> list[dict]:
     for r in records:
         if r["global_tokens_per_s"] and r["batch_size"] in (None, 1) and r["dtype"] in (None, "bfloat16") \
                 and r["device"] in (None, "cuda"):
-            k = _curve_key(r)
+            k = r["curve"]
             if k not in best or r["nproc"] > best[k]["nproc"]:
                 best[k] = r
     out = []

@@ -471,6 +471,14 @@ def bgemm_sweep(rec, device, dtype, timer, peaks, b=256, counts=(12, 16, 24, 56,
                     return {**_timing(qq), **_rates(2 * 2 * n * b ** 3, 5 * n * b * b * elt, qq[1], dtype, peaks)}
 
                 _guard(rec, base, run)
+
+            def run_cublas(q=q, s_=s_, n=n):  # one cuBLAS strided-batched product: the rate to aim at
+                fn = partial(torch.bmm, q, s_)
+                fn()
+                qq = timer(fn)
+                return {**_timing(qq), **_rates(2 * n * b ** 3, 3 * n * b * b * elt, qq[1], dtype, peaks)}
+
+            _guard(rec, {"section": "bgemm", "name": f"cublas_bmm_n{n}", "dim": n * b, "config": None}, run_cublas)
     finally:
         R.BGEMM_TILE.clear()
         R.BGEMM_TILE.update(default)
@@ -594,6 +602,8 @@ def main(argv=None) -> int:
     ap.add_argument("--sections", default="correctness,layer,rows,kernel",
                     help="comma list of correctness,layer,rows,kernel,sweep,bgemm")
     ap.add_argument("--sweep", action="store_true", help="add the tile-config sweep section")
+    ap.add_argument("--bgemm-counts", default="12,16,24,56,72",
+                    help="block counts n of the bgemm section (blocks of 256)")
     ap.add_argument("--graph", action="store_true",
                     help="time each case replayed as a CUDA graph (device time of kernel chains; rows say timer)")
     ap.add_argument("--cpu-smoke", action="store_true",
@@ -669,7 +679,8 @@ def main(argv=None) -> int:
     if "sweep" in sections:
         sweep(rec, device, dtype, args.tokens, shapes[0][0], blocks, timer, peaks)
     if "bgemm" in sections and device.type == "cuda":
-        bgemm_sweep(rec, device, dtype, timer, peaks)
+        bgemm_sweep(rec, device, dtype, timer, peaks,
+                    counts=tuple(int(v) for v in args.bgemm_counts.split(",") if v))
     print_table(rec.rows)
     n_err = sum(1 for r in rec.rows if "error" in r)
     print(f"\n{len(rec.rows)} records, {n_err} errors, {time.time() - t0:.0f}s -> {rec.path}")

@@ -57,8 +57,10 @@ def _sym_skew_tile(gg, rows, cols, b):
 
 
 @triton.jit
-def cayley_unpack_kernel(packed_ptr, q_ptr, b: tl.constexpr, n_packed, BM: tl.constexpr, BN: tl.constexpr):
-    """Dense fp32 Q (n, b, b) from the packed upper triangles, by index arithmetic (no torch scatter).
+def cayley_unpack_kernel(packed_ptr, packed2_ptr, n_first, q_ptr, b: tl.constexpr, n_packed, BM: tl.constexpr,
+                         BN: tl.constexpr):
+    """Dense Q (n, b, b) from the packed upper triangles, by index arithmetic (no torch scatter). Blocks
+    below n_first come from packed_ptr, the rest from packed2_ptr: both sides of a layer in one launch.
 
     Why a separate pass: the power chain then reads Q with contiguous, pipelinable tile loads; reading
     the packed vector inside the chain made every K step a dependent, partly strided gather (measured
@@ -66,7 +68,10 @@ def cayley_unpack_kernel(packed_ptr, q_ptr, b: tl.constexpr, n_packed, BM: tl.co
     """
     blk = tl.program_id(0).to(tl.int64)
     rows = tl.program_id(1) * BM + tl.arange(0, BM)
-    qp = packed_ptr + blk * n_packed
+    if blk < n_first:
+        qp = packed_ptr + blk * n_packed
+    else:
+        qp = packed2_ptr + (blk - n_first) * n_packed
     base = blk * b * b
     for n0 in range(0, b, BN):
         cols = n0 + tl.arange(0, BN)
@@ -366,13 +371,18 @@ def perm_from_rows_kernel(src_ptr, idx_ptr, y_ptr, T, D, sy, BT: tl.constexpr, B
 
 
 @triton.jit
-def skew_pack_grad_kernel(s_ptr, out_ptr, b: tl.constexpr, n_packed, BM: tl.constexpr, BN: tl.constexpr):
+def skew_pack_grad_kernel(s_ptr, out_ptr, out2_ptr, n_first, b: tl.constexpr, n_packed, BM: tl.constexpr,
+                          BN: tl.constexpr):
     """out[t(i, j)] = S[i, j] - S[j, i] (i < j) for each dense b x b block S: the packed-parameter gradient
-    of Q = U - U^T. The S[j, i] tile is read contiguously and transposed in registers."""
+    of Q = U - U^T. The S[j, i] tile is read contiguously and transposed in registers. Blocks below n_first
+    write to out_ptr, the rest to out2_ptr (both sides of a layer in one launch)."""
     blk = tl.program_id(0).to(tl.int64)
     rows = tl.program_id(1) * BM + tl.arange(0, BM)
     base = s_ptr + blk * b * b
-    op = out_ptr + blk * n_packed
+    if blk < n_first:
+        op = out_ptr + blk * n_packed
+    else:
+        op = out2_ptr + (blk - n_first) * n_packed
     i = rows[:, None]
     for n0 in range(0, b, BN):
         cols = n0 + tl.arange(0, BN)
@@ -390,9 +400,10 @@ def skew_pack_grad_kernel(s_ptr, out_ptr, b: tl.constexpr, n_packed, BM: tl.cons
 
 @triton.jit
 def _pair_product(acc, alpha, a_ptr, b_ptr, rows, cols, b: tl.constexpr, BK: tl.constexpr, PREC: tl.constexpr,
-                  UPCAST: tl.constexpr):
+                  UPCAST: tl.constexpr, e_ptr, eta, HAS_E: tl.constexpr):
     """acc + alpha A[rows, :] @ B[:, cols] for one pair of dense row-major b x b blocks. alpha scales the A
-    tile before the dot (exact for the powers of two the callers pass), so all pairs share one accumulator."""
+    tile before the dot (exact for the powers of two the callers pass), so all pairs share one accumulator.
+    HAS_E: the right operand is B + eta E, formed tile by tile (one product instead of two)."""
     rm = rows < b
     cm = cols < b
     for k0 in range(0, b, BK):
@@ -400,6 +411,9 @@ def _pair_product(acc, alpha, a_ptr, b_ptr, rows, cols, b: tl.constexpr, BK: tl.
         km = ks < b
         a = tl.load(a_ptr + rows[:, None] * b + ks[None, :], mask=rm[:, None] & km[None, :], other=0.0)
         w = tl.load(b_ptr + ks[:, None] * b + cols[None, :], mask=km[:, None] & cm[None, :], other=0.0)
+        if HAS_E:
+            e = tl.load(e_ptr + ks[:, None] * b + cols[None, :], mask=km[:, None] & cm[None, :], other=0.0)
+            w = (w.to(tl.float32) + eta * e.to(tl.float32)).to(w.dtype)
         if UPCAST:
             acc = tl.dot(a.to(tl.float32) * alpha, w.to(tl.float32), acc, input_precision=PREC)
         else:
@@ -408,11 +422,12 @@ def _pair_product(acc, alpha, a_ptr, b_ptr, rows, cols, b: tl.constexpr, BK: tl.
 
 
 @triton.jit
-def cayley_bgemm_kernel(a0_ptr, b0_ptr, a1_ptr, b1_ptr, a2_ptr, b2_ptr, c_ptr, d_ptr, out_ptr,
-                        alpha0, alpha1, alpha2, beta, delta, gamma, b: tl.constexpr, NP: tl.constexpr,
-                        HAS_C: tl.constexpr, HAS_D: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr,
-                        BK: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr):
-    """out_k = sum_{p < NP} alpha_p A_p,k @ B_p,k + beta C_k + delta D_k + gamma I for each block k.
+def cayley_bgemm_kernel(a0_ptr, b0_ptr, a1_ptr, b1_ptr, a2_ptr, b2_ptr, c_ptr, d_ptr, e_ptr, out_ptr,
+                        alpha0, alpha1, alpha2, beta, delta, gamma, eta, b: tl.constexpr, NP: tl.constexpr,
+                        HAS_C: tl.constexpr, HAS_D: tl.constexpr, HAS_E: tl.constexpr, BM: tl.constexpr,
+                        BN: tl.constexpr, BK: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr):
+    """out_k = sum_{p < NP} alpha_p A_p,k @ B_p,k + beta C_k + delta D_k + gamma I for each block k, where
+    with HAS_E the first pair's right operand is B_0,k + eta E_k.
 
     Every Cayley-Neumann step of rows.py (forward and backward, t = 2 or 3) is one launch of this kernel:
     the sums of products accumulate in one fp32 tile and the additive terms (including the identity) are
@@ -424,11 +439,14 @@ def cayley_bgemm_kernel(a0_ptr, b0_ptr, a1_ptr, b1_ptr, a2_ptr, b2_ptr, c_ptr, d
     cols = tl.program_id(2) * BN + tl.arange(0, BN)
     off = blk * b * b
     acc = tl.full((BM, BN), 0.0, tl.float32)
-    acc = _pair_product(acc, alpha0, a0_ptr + off, b0_ptr + off, rows, cols, b, BK, PREC, UPCAST)
+    acc = _pair_product(acc, alpha0, a0_ptr + off, b0_ptr + off, rows, cols, b, BK, PREC, UPCAST, e_ptr + off,
+                        eta, HAS_E)
     if NP > 1:
-        acc = _pair_product(acc, alpha1, a1_ptr + off, b1_ptr + off, rows, cols, b, BK, PREC, UPCAST)
+        acc = _pair_product(acc, alpha1, a1_ptr + off, b1_ptr + off, rows, cols, b, BK, PREC, UPCAST, e_ptr,
+                            eta, False)
     if NP > 2:
-        acc = _pair_product(acc, alpha2, a2_ptr + off, b2_ptr + off, rows, cols, b, BK, PREC, UPCAST)
+        acc = _pair_product(acc, alpha2, a2_ptr + off, b2_ptr + off, rows, cols, b, BK, PREC, UPCAST, e_ptr,
+                            eta, False)
     if HAS_C:
         acc += beta * _tile(c_ptr + off, rows, cols, b)
     if HAS_D:

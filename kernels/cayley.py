@@ -77,8 +77,8 @@ def _unpack(k, packed: torch.Tensor, b: int, cfg: dict) -> torch.Tensor:
     n = packed.shape[0]
     q = torch.empty(n, b, b, dtype=torch.float32, device=packed.device)
     bm = min(cfg["BM"], 64)
-    k.cayley_unpack_kernel[(n, triton_cdiv(b, bm))](packed, q, b, packed.shape[1], BM=bm, BN=cfg["BN"],
-                                                    num_warps=4)
+    k.cayley_unpack_kernel[(n, triton_cdiv(b, bm))](packed, packed, n, q, b, packed.shape[1], BM=bm,
+                                                    BN=cfg["BN"], num_warps=4)
     return q
 
 

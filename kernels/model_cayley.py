@@ -52,11 +52,11 @@ class ModelCayley:
             first = chunk[0]
             # one packed tensor (a single concatenation) -> one unpack and one pack launch per chunk
             g = cayley_blocks(first.layout_in.b, int(first.neumann_terms), torch.cat(packed))
-            parts = g.split(sizes)
-            for i, layer in enumerate(chunk):
-                gi, go = parts[2 * i], parts[2 * i + 1]
+            # one joint slice per layer (both sides, input first): the layer splits it (rows._split_sides)
+            parts = g.split([sizes[2 * i] + sizes[2 * i + 1] for i in range(len(chunk))])
+            for part, layer in zip(parts, chunk):
                 ti, to = tail_blocks(layer)
-                layer._model_blocks = (gi, ti, go, to)
+                layer._model_blocks = (part, ti, None, to)
 
 
 def _chunks(layers: list, max_blocks: int) -> list[list]:

@@ -106,8 +106,9 @@ def _skew_unpack(packed: torch.Tensor, b: int, out: torch.Tensor | None = None) 
     if use_kernels(packed) and n and packed.dtype != torch.float64:  # the kernel works in fp32
         q = torch.empty(n, b, b, dtype=packed.dtype, device=packed.device) if out is None else out
         bm = 32 if not is_interpreted(packed.device) else 64
+        packed = packed.contiguous()
         kernels_for(packed.device).cayley_unpack_kernel[(n, _cdiv(b, bm))](
-            packed.contiguous(), q, b, packed.shape[1], BM=bm, BN=min(128, _pow2(b)), num_warps=4)
+            packed, packed, n, q, b, packed.shape[1], BM=bm, BN=min(128, _pow2(b)), num_warps=4)
         return q
     upper = packed.new_zeros(n, b * b)
     upper.index_copy_(1, _triu_flat(b, packed.device), packed)
@@ -130,7 +131,7 @@ def _skew_pack_grad(s: torch.Tensor) -> torch.Tensor:
         out = torch.empty(n, b * (b - 1) // 2, dtype=s.dtype, device=s.device)
         bm = 32 if not is_interpreted(s.device) else 64
         kernels_for(s.device).skew_pack_grad_kernel[(n, _cdiv(b, bm))](
-            s.contiguous(), out, b, out.shape[1], BM=bm, BN=min(64, _pow2(b)), num_warps=4)
+            s.contiguous(), out, out, n, b, out.shape[1], BM=bm, BN=min(64, _pow2(b)), num_warps=4)
         return out
     return (s - s.transpose(-1, -2)).flatten(1).index_select(1, _triu_flat(b, s.device))
 
@@ -191,8 +192,11 @@ SQUARE_FORM_TERMS = (2, 3)
 BGEMM_TILE = {"BM": 64, "BN": 128, "BK": 64, "num_warps": 4, "num_stages": 3}
 
 
-def bgemm(pairs, c=None, beta: float = 0.0, d=None, delta: float = 0.0, gamma: float = 0.0) -> torch.Tensor:
-    """sum_p alpha_p A_p @ B_p + beta C + delta D + gamma I over contiguous (n, b, b) batches of one dtype.
+def bgemm(pairs, c=None, beta: float = 0.0, d=None, delta: float = 0.0, gamma: float = 0.0, e=None,
+          eta: float = 0.0) -> torch.Tensor:
+    """sum_p alpha_p A_p @ B_p + beta C + delta D + gamma I over contiguous (n, b, b) batches of one dtype,
+    where the first pair's right operand is B_0 + eta E when `e` is given (formed tile by tile, rounded to
+    the operand dtype once: one product where two would be needed).
 
     pairs: up to three (alpha, A, B), alpha a power of two (the kernel scales the A tile by it, exactly).
     One `cayley_bgemm_kernel` launch where kernels run (fp32 accumulation, the additive terms in its
@@ -201,11 +205,12 @@ def bgemm(pairs, c=None, beta: float = 0.0, d=None, delta: float = 0.0, gamma: f
     if torch.compiler.is_compiling():
         ops = [t for _, A, B in pairs for t in (A, B)] + [None] * (6 - 2 * len(pairs))
         return torch.ops.poetx.bgemm(*ops, c, d, [float(a) for a, _, _ in pairs], float(beta), float(delta),
-                                     float(gamma))
-    return _bgemm(pairs, c, beta, d, delta, gamma)
+                                     float(gamma), e, float(eta))
+    return _bgemm(pairs, c, beta, d, delta, gamma, e, eta)
 
 
-def _bgemm(pairs, c=None, beta: float = 0.0, d=None, delta: float = 0.0, gamma: float = 0.0) -> torch.Tensor:
+def _bgemm(pairs, c=None, beta: float = 0.0, d=None, delta: float = 0.0, gamma: float = 0.0, e=None,
+           eta: float = 0.0) -> torch.Tensor:
     a0 = pairs[0][1]
     n, b, _ = a0.shape
     if use_kernels(a0) and n and b >= 16 and a0.dtype != torch.float64:
@@ -222,12 +227,15 @@ def _bgemm(pairs, c=None, beta: float = 0.0, d=None, delta: float = 0.0, gamma: 
             cfg = {"BM": 64, "BN": 64, "BK": max(16, min(64, _pow2(b))), "num_warps": 4, "num_stages": 3}
         grid = (n, _cdiv(b, cfg["BM"]), _cdiv(b, cfg["BN"]))
         kernels_for(a0.device).cayley_bgemm_kernel[grid](
-            *ops, c.contiguous() if c is not None else ops[0], d.contiguous() if d is not None else ops[0], out,
-            *alphas, float(beta), float(delta), float(gamma), b, len(pairs), c is not None, d is not None,
+            *ops, c.contiguous() if c is not None else ops[0], d.contiguous() if d is not None else ops[0],
+            e.contiguous() if e is not None else ops[0], out, *alphas, float(beta), float(delta), float(gamma),
+            float(eta), b, len(pairs), c is not None, d is not None, e is not None,
             PREC=dot_precision(a0.dtype), UPCAST=interp and a0.dtype != torch.float32, **cfg)
         return out
     out = None
-    for alpha, A, B in pairs:
+    for i, (alpha, A, B) in enumerate(pairs):
+        if i == 0 and e is not None:
+            B = B + eta * e
         out = torch.bmm(A, B).mul_(alpha) if out is None else torch.baddbmm(out, A, B, alpha=alpha)
     if c is not None:
         out.add_(c, alpha=beta)
@@ -238,30 +246,34 @@ def _bgemm(pairs, c=None, beta: float = 0.0, d=None, delta: float = 0.0, gamma: 
 
 def square_form_blocks(q: torch.Tensor, t: int) -> torch.Tensor:
     """G = I + 2Q + ... + 2Q^t + Q^(t+1) for t = 2, 3 with S = Q^2 (Q and S small, the identity added last):
-    t = 2: G = I + 2Q + 2S + Q S;   t = 3: G = I + 2Q + 2S + 2 Q S + S S.   Two launches, 2 or 3 b^3 units."""
+    t = 2: G = I + 2Q + 2S + Q S;   t = 3: G = I + 2Q + 2S + S (2Q + S), the right factor formed inside the
+    product's tile loads. Two launches, 2 b^3 units."""
     s = bgemm([(1, q, q)])
     if t == 2:
         return bgemm([(1, q, s)], c=q, beta=2, d=s, delta=2, gamma=1)
-    return bgemm([(2, q, s), (1, s, s)], c=q, beta=2, d=s, delta=2, gamma=1)
+    return bgemm([(1, s, s)], c=q, beta=2, d=s, delta=2, gamma=1, e=q, eta=2)
 
 
 def square_form_backward_dq(q: torch.Tensor, grad_g: torch.Tensor, t: int) -> torch.Tensor:
     """dL/dQ (dense) of square_form_blocks, with S^T = S and Q^T = -Q:
-    t = 3: Sbar = 2Gb - 2 Q Gb + Gb S + S Gb;  t = 2: Sbar = 2Gb - Q Gb;
-    dQ = 2Gb + (t - 1) Gb S - Sbar Q - Q Sbar.   Three launches (S recomputed), 5 or 7 b^3 units."""
+    t = 3 (G = I + 2Q + 2S + S B, B = 2Q + S): Sbar = 2Gb + Gb (S - 2Q) + S Gb,  dQ = 2Gb + 2 S Gb - Sbar Q - Q Sbar;
+    t = 2 (G = I + 2Q + 2S + Q S):             Sbar = 2Gb - Q Gb,              dQ = 2Gb + Gb S - Sbar Q - Q Sbar.
+    Three launches (S recomputed), 5 or 6 b^3 units."""
     gb = grad_g.to(q.dtype).contiguous()
     s = bgemm([(1, q, q)])
     if t == 2:
         sbar = bgemm([(-1, q, gb)], c=gb, beta=2)
         return bgemm([(1, gb, s), (-1, sbar, q), (-1, q, sbar)], c=gb, beta=2)
-    sbar = bgemm([(-2, q, gb), (1, gb, s), (1, s, gb)], c=gb, beta=2)
-    return bgemm([(2, gb, s), (-1, sbar, q), (-1, q, sbar)], c=gb, beta=2)
+    sbar = bgemm([(1, gb, s), (1, s, gb)], c=gb, beta=2, e=q, eta=-2)
+    return bgemm([(2, s, gb), (-1, sbar, q), (-1, q, sbar)], c=gb, beta=2)
 
 
 def cayley_units(terms: int) -> tuple[int, int]:
     """(forward, backward) count of b x b x b products per block: what the kernel bench divides by."""
-    if terms in SQUARE_FORM_TERMS:
-        return terms, 2 * terms + 1
+    if terms == 3:
+        return 2, 6
+    if terms == 2:
+        return 2, 5
     return terms, 3 * terms
 
 
@@ -275,14 +287,41 @@ def cayley_backward_dq(q: torch.Tensor, grad_g: torch.Tensor, terms: int) -> tor
             else horner_backward_dq(q, grad_g, terms))
 
 
+def _two_sided(tensors, b: int) -> bool:
+    """Whether two packed tensors (or their gradients) go through one kernel launch (both sides of a layer)."""
+    return (len(tensors) == 2 and not torch.compiler.is_compiling() and use_kernels(tensors[0])
+            and tensors[0].dtype != torch.float64 and tensors[0].dtype == tensors[1].dtype
+            and all(t.shape[0] for t in tensors))
+
+
 def _unpack_all(packed: tuple[torch.Tensor, ...], b: int) -> torch.Tensor:
     """Dense Q of several packed tensors (one per side of a layer) into one batch, with no concatenation
-    of the packed parameters (each is unpacked straight into its slice)."""
+    of the packed parameters (each is unpacked straight into its slice; two sides in one launch)."""
     sizes = [p.shape[0] for p in packed]
     q = torch.empty(sum(sizes), b, b, dtype=packed[0].dtype, device=packed[0].device)
+    if _two_sided(packed, b):
+        p0, p1 = (p.contiguous() for p in packed)
+        bm = 32 if not is_interpreted(p0.device) else 64
+        kernels_for(p0.device).cayley_unpack_kernel[(q.shape[0], _cdiv(b, bm))](
+            p0, p1, sizes[0], q, b, p0.shape[1], BM=bm, BN=min(128, _pow2(b)), num_warps=4)
+        return q
     for p, part in zip(packed, q.split(sizes)):
         skew_unpack(p, b, out=part)
     return q
+
+
+def _pack_all(dq: torch.Tensor, sizes: list[int]) -> list[torch.Tensor]:
+    """Packed-parameter gradients of each part of dQ (split by sizes; two parts in one launch)."""
+    parts = dq.split(sizes)
+    b = dq.shape[-1]
+    if not _two_sided(parts, b) or b < 2:
+        return [skew_pack_grad(part) for part in parts]
+    n_packed = b * (b - 1) // 2
+    outs = [torch.empty(n, n_packed, dtype=dq.dtype, device=dq.device) for n in sizes]
+    bm = 32 if not is_interpreted(dq.device) else 64
+    kernels_for(dq.device).skew_pack_grad_kernel[(dq.shape[0], _cdiv(b, bm))](
+        dq.contiguous(), outs[0], outs[1], sizes[0], b, n_packed, BM=bm, BN=min(64, _pow2(b)), num_warps=4)
+    return outs
 
 
 class CayleyFunction(torch.autograd.Function):
@@ -299,7 +338,7 @@ class CayleyFunction(torch.autograd.Function):
     def backward(ctx, grad_g):
         packed = ctx.saved_tensors
         dq = cayley_backward_dq(_unpack_all(packed, ctx.b), grad_g, ctx.terms)
-        grads = [skew_pack_grad(part) for part in dq.split([p.shape[0] for p in packed])]
+        grads = _pack_all(dq, [p.shape[0] for p in packed])
         return (None, None, *grads)
 
 
@@ -333,28 +372,37 @@ def rows_apply(u: torch.Tensor, g_full, g_tail, side: Side, transpose: bool) -> 
     return out
 
 
-def rows_grad(gout: torch.Tensor, inp: torch.Tensor, side: Side, need_full: bool, need_tail: bool):
-    """Gradients of G for out_k = G_k inp_k: sum over tokens of gout_k inp_k^T (bmm with K = T)."""
+def rows_grad(gout: torch.Tensor, inp: torch.Tensor, side: Side, need_full: bool, need_tail: bool, out=None):
+    """Gradients of G for out_k = G_k inp_k: sum over tokens of gout_k inp_k^T (bmm with K = T), the full
+    blocks' written into `out` (n_full, b, b) when given."""
     nb = side.n_full * side.b
     T = gout.shape[1]
     g_full = g_tail = None
     if need_full and side.n_full:
         g_full = torch.bmm(gout[:nb].view(side.n_full, side.b, T),
-                           inp[:nb].view(side.n_full, side.b, T).transpose(1, 2))
+                           inp[:nb].view(side.n_full, side.b, T).transpose(1, 2), out=out)
     if need_tail and side.tail:
         sl = slice(nb, side.covered)
         g_tail = (gout[sl] @ inp[sl].t()).unsqueeze(0)
     return g_full, g_tail
 
 
+def _split_sides(gi, go, s_in):
+    """(G_in, G_out) of the full blocks: `go is None` means gi holds both sides in one batch (input side
+    first), as one Cayley evaluation returns them; split here, inside the Function, so autograd never sees
+    the split (its backward would concatenate the two block gradients: one extra pass per layer and step)."""
+    return (gi[:s_in.n_full], gi[s_in.n_full:]) if go is None else (gi, go)
+
+
 class POETXRowsFunction(torch.autograd.Function):
-    """x2 (T, D_in) -> y2 (T, D_out) given the orthogonal blocks of both sides (module docstring)."""
+    """x2 (T, D_in) -> y2 (T, D_out) given the orthogonal blocks of both sides (module docstring). The full
+    blocks come as (G_in, G_out), or as one joint batch in `gi` with `go = None` (see _split_sides)."""
 
     @staticmethod
     def forward(ctx, x2, gi, gi_t, go, go_t, weight, scale, sides, mode):
         s_in, s_out = sides
         dt = x2.dtype
-        gi_c, go_c = gi.to(dt), go.to(dt)
+        gi_c, go_c = (g.to(dt) for g in _split_sides(gi, go, s_in))
         h_t = _w0(weight, scale, dt) @ rows_apply(to_rows(x2, s_in.inv, s_in.perm), gi_c, gi_t, s_in,
                                                   transpose=False)
         y = from_rows(rows_apply(h_t, go_c, go_t, s_out, transpose=False), s_out.inv)
@@ -367,22 +415,31 @@ class POETXRowsFunction(torch.autograd.Function):
         x2, h_t, gi, gi_t, go, go_t, weight, scale = ctx.saved_tensors
         s_in, s_out = ctx.sides
         need_x, need_gi, need_git, need_go, need_got = ctx.needs_input_grad[:5]
+        joint = go is None
+        if joint:  # one gradient buffer for both sides; each side's bmm writes its slice
+            need_go = need_gi
+            g_joint = torch.empty_like(gi, dtype=x2.dtype) if need_gi else None
+            out_in, out_out = _split_sides(g_joint, None, s_in) if need_gi else (None, None)
+        else:
+            out_in = out_out = None
         dt = x2.dtype
-        gi_c, go_c = gi.to(dt), go.to(dt)
+        gi_c, go_c = (g.to(dt) for g in _split_sides(gi, go, s_in))
         weight = _w0(weight, scale, dt)  # POET-XQ: dequantized for this backward only
         a_t = to_rows(x2, s_in.inv, s_in.perm)
         if h_t is None:  # mem mode: recompute the GEMM output
             h_t = weight @ rows_apply(a_t, gi_c, gi_t, s_in, transpose=False)
         ge_t = to_rows(gy.to(dt).contiguous(), s_out.inv, s_out.perm)
-        g_go, g_got = rows_grad(ge_t, h_t, s_out, need_go, need_got)
+        g_go, g_got = rows_grad(ge_t, h_t, s_out, need_go, need_got, out=out_out)
         del h_t
         gx = g_gi = g_git = None
         if need_x or need_gi or need_git:
             gc_t = weight.t() @ rows_apply(ge_t, go_c, go_t, s_out, transpose=True)
             del ge_t
-            g_gi, g_git = rows_grad(gc_t, a_t, s_in, need_gi, need_git)
+            g_gi, g_git = rows_grad(gc_t, a_t, s_in, need_gi, need_git, out=out_in)
             if need_x:
                 gx = from_rows(rows_apply(gc_t, gi_c, gi_t, s_in, transpose=True), s_in.inv)
+        if joint:
+            return (gx, _cast(g_joint, gi), _cast(g_git, gi_t), None, _cast(g_got, go_t), None, None, None, None)
         return (gx, _cast(g_gi, gi), _cast(g_git, gi_t), _cast(g_go, go), _cast(g_got, go_t),
                 None, None, None, None)
 
@@ -402,7 +459,8 @@ def _cast(g, like):
 
 
 def layer_blocks(layer):
-    """(G_in_full, G_in_tail, G_out_full, G_out_tail) of a POET-X layer in its parameter dtype.
+    """(G_in_full, G_in_tail, G_out_full, G_out_tail) of a POET-X layer in its parameter dtype; G_out_full is
+    None when G_in_full holds both sides' full blocks in one batch (_split_sides).
 
     Blocks precomputed for this forward by a model-level batch (model_cayley.py) are taken once and used.
     Otherwise the full blocks of both sides go through one batched Cayley when their sizes match (the usual
@@ -424,7 +482,7 @@ def layer_blocks(layer):
         return (exact(full_in, lay_in.b), None if tail_in is None else exact(tail_in, lay_in.tail),
                 exact(full_out, lay_out.b), None if tail_out is None else exact(tail_out, lay_out.tail))
     if lay_in.b == lay_out.b and lay_in.n_full and lay_out.n_full:
-        gi, go = cayley_blocks(lay_in.b, terms, full_in, full_out).split([lay_in.n_full, lay_out.n_full])
+        gi, go = cayley_blocks(lay_in.b, terms, full_in, full_out), None  # joint batch (_split_sides)
     else:
         gi = cayley_blocks(lay_in.b, terms, full_in)
         go = cayley_blocks(lay_out.b, terms, full_out)

@@ -110,22 +110,32 @@ def test_cayley_two_packed_tensors_in_one_batch(device):
     sep = torch.cat([R.cayley_blocks(32, 3, pa), R.cayley_blocks(32, 3, pb)])
     (sep * gbar).sum().backward()
     assert _rel(both, sep) < 1e-6 and _rel(ga, pa.grad) < 1e-6 and _rel(gb_, pb.grad) < 1e-6
+    # and both against float64 (one unpack and one pack launch serve the two sides: blocks of the second
+    # tensor must come from its own parameters, gradients land in the right tensor)
+    pa64, pb64 = (p.detach().double().cpu().requires_grad_() for p in (pa, pb))
+    ref = torch.cat([cayley_neumann(skew_from_packed(pa64, 32), 3), cayley_neumann(skew_from_packed(pb64, 32), 3)])
+    (ref * gbar.double().cpu()).sum().backward()
+    assert _rel(both, ref) < 1e-5 and _rel(ga, pa64.grad) < 1e-5 and _rel(gb_, pb64.grad) < 1e-5
 
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("b", [16, 40, 64])
 @pytest.mark.parametrize("n_pairs", [1, 2, 3])
-def test_bgemm_matches_float64(device, b, n_pairs):
-    """The fused batched product (pairs, C, D, identity in one launch) against float64 torch on fresh inputs;
-    b = 40 exercises the masked tile edges. fp32 operands: within 1e-5."""
-    g = _gen(b * 10 + n_pairs)
-    mats = [torch.randn(3, b, b, generator=g, dtype=torch.float64) for _ in range(2 * n_pairs + 2)]
+@pytest.mark.parametrize("with_e", [False, True])
+def test_bgemm_matches_float64(device, b, n_pairs, with_e):
+    """The fused batched product (pairs, C, D, identity in one launch; with_e: the first right operand is
+    B_0 + eta E) against float64 torch on fresh inputs; b = 40 exercises the masked tile edges. fp32
+    operands: within 1e-5."""
+    g = _gen(b * 10 + n_pairs + 5 * with_e)
+    mats = [torch.randn(3, b, b, generator=g, dtype=torch.float64) for _ in range(2 * n_pairs + 3)]
     alphas = [2.0, -1.0, 0.5][:n_pairs]
-    expected = sum(a * (mats[2 * i] @ mats[2 * i + 1]) for i, a in enumerate(alphas))
+    eta = -2.0 if with_e else 0.0
+    rights = [mats[2 * i + 1] + (eta * mats[-3] if i == 0 else 0) for i in range(n_pairs)]
+    expected = sum(a * (mats[2 * i] @ rights[i]) for i, a in enumerate(alphas))
     expected = expected + 2 * mats[-2] - 0.5 * mats[-1] + 3 * torch.eye(b, dtype=torch.float64)
     dev = [m.float().to(device) for m in mats]
     got = R.bgemm([(a, dev[2 * i], dev[2 * i + 1]) for i, a in enumerate(alphas)],
-                  c=dev[-2], beta=2, d=dev[-1], delta=-0.5, gamma=3)
+                  c=dev[-2], beta=2, d=dev[-1], delta=-0.5, gamma=3, e=dev[-3] if with_e else None, eta=eta)
     assert got.dtype == torch.float32
     assert _rel(got, expected) < 1e-5
 

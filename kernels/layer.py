@@ -44,7 +44,6 @@ class POETXTritonLinear(POETXLinear):
         super().__init__(in_features, out_features, block_size, mode=mode, **kwargs)
         self.block_impl = resolve_block_impl(block_impl)
         self._model_blocks = None  # set for one forward by model_cayley.ModelCayley
-        self.cayley_stream = "main"  # "side": the Cayley evaluation on a second CUDA stream (rows.cayley_blocks)
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", block_impl={self.block_impl}"
@@ -58,15 +57,3 @@ class POETXTritonLinear(POETXLinear):
         else:
             y = poetx_fused_forward(self, x, self.block_impl)
         return y if self.bias is None else y + self.bias
-
-
-def set_cayley_stream(module: nn.Module, stream: str) -> int:
-    """Apply a `cayley_stream` setting to every POET-X Triton layer of `module`; returns how many."""
-    from .rows import CAYLEY_STREAMS
-
-    if stream not in CAYLEY_STREAMS:
-        raise ValueError(f"cayley_stream must be one of {CAYLEY_STREAMS}, got {stream!r}")
-    layers = [m for m in module.modules() if isinstance(m, POETXTritonLinear)]
-    for m in layers:
-        m.cayley_stream = stream
-    return len(layers)

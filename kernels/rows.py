@@ -193,11 +193,10 @@ BGEMM_TILE = {"BM": 64, "BN": 128, "BK": 64, "num_warps": 4, "num_stages": 3}
 
 
 def bgemm(pairs, c=None, beta: float = 0.0, d=None, delta: float = 0.0, gamma: float = 0.0, e=None,
-          eta: float = 0.0, out: torch.Tensor | None = None) -> torch.Tensor:
+          eta: float = 0.0) -> torch.Tensor:
     """sum_p alpha_p A_p @ B_p + beta C + delta D + gamma I over contiguous (n, b, b) batches of one dtype,
     where the first pair's right operand is B_0 + eta E when `e` is given (formed tile by tile, rounded to
-    the operand dtype once: one product where two would be needed). `out`: a contiguous (n, b, b) tensor
-    to write the result into (eager only).
+    the operand dtype once: one product where two would be needed).
 
     pairs: up to three (alpha, A, B), alpha a power of two (the kernel scales the A tile by it, exactly).
     One `cayley_bgemm_kernel` launch where kernels run (fp32 accumulation, the additive terms in its
@@ -205,22 +204,20 @@ def bgemm(pairs, c=None, beta: float = 0.0, d=None, delta: float = 0.0, gamma: f
     """
     if torch.compiler.is_compiling():
         ops = [t for _, A, B in pairs for t in (A, B)] + [None] * (6 - 2 * len(pairs))
-        res = torch.ops.poetx.bgemm(*ops, c, d, [float(a) for a, _, _ in pairs], float(beta), float(delta),
-                                    float(gamma), e, float(eta))
-        return res if out is None else out.copy_(res)
-    return _bgemm(pairs, c, beta, d, delta, gamma, e, eta, out)
+        return torch.ops.poetx.bgemm(*ops, c, d, [float(a) for a, _, _ in pairs], float(beta), float(delta),
+                                     float(gamma), e, float(eta))
+    return _bgemm(pairs, c, beta, d, delta, gamma, e, eta)
 
 
 def _bgemm(pairs, c=None, beta: float = 0.0, d=None, delta: float = 0.0, gamma: float = 0.0, e=None,
-           eta: float = 0.0, out: torch.Tensor | None = None) -> torch.Tensor:
+           eta: float = 0.0) -> torch.Tensor:
     a0 = pairs[0][1]
     n, b, _ = a0.shape
     if use_kernels(a0) and n and b >= 16 and a0.dtype != torch.float64:
         ops = [t.contiguous() for _, A, B in pairs for t in (A, B)]
         ops += [ops[0]] * (6 - len(ops))
         alphas = [float(a) for a, _, _ in pairs] + [1.0] * (3 - len(pairs))
-        if out is None:
-            out = torch.empty(n, b, b, dtype=a0.dtype, device=a0.device)  # row-major, as the kernel writes
+        out = torch.empty(n, b, b, dtype=a0.dtype, device=a0.device)  # row-major, as the kernel writes
         interp = is_interpreted(a0.device)
         if interp:
             cfg = {"BM": min(32, _pow2(b)), "BN": min(32, _pow2(b)), "BK": min(32, _pow2(b)), "num_warps": 1}
@@ -235,7 +232,7 @@ def _bgemm(pairs, c=None, beta: float = 0.0, d=None, delta: float = 0.0, gamma: 
             float(eta), b, len(pairs), c is not None, d is not None, e is not None,
             PREC=dot_precision(a0.dtype), UPCAST=interp and a0.dtype != torch.float32, **cfg)
         return out
-    dest, out = out, None
+    out = None
     for i, (alpha, A, B) in enumerate(pairs):
         if i == 0 and e is not None:
             B = B + eta * e
@@ -244,18 +241,17 @@ def _bgemm(pairs, c=None, beta: float = 0.0, d=None, delta: float = 0.0, gamma: 
         out.add_(c, alpha=beta)
     if d is not None:
         out.add_(d, alpha=delta)
-    out = _add_diag_(out, gamma) if gamma else out
-    return out if dest is None else dest.copy_(out)
+    return _add_diag_(out, gamma) if gamma else out
 
 
-def square_form_blocks(q: torch.Tensor, t: int, out: torch.Tensor | None = None) -> torch.Tensor:
+def square_form_blocks(q: torch.Tensor, t: int) -> torch.Tensor:
     """G = I + 2Q + ... + 2Q^t + Q^(t+1) for t = 2, 3 with S = Q^2 (Q and S small, the identity added last):
     t = 2: G = I + 2Q + 2S + Q S;   t = 3: G = I + 2Q + 2S + S (2Q + S), the right factor formed inside the
     product's tile loads. Two launches, 2 b^3 units."""
     s = bgemm([(1, q, q)])
     if t == 2:
-        return bgemm([(1, q, s)], c=q, beta=2, d=s, delta=2, gamma=1, out=out)
-    return bgemm([(1, s, s)], c=q, beta=2, d=s, delta=2, gamma=1, e=q, eta=2, out=out)
+        return bgemm([(1, q, s)], c=q, beta=2, d=s, delta=2, gamma=1)
+    return bgemm([(1, s, s)], c=q, beta=2, d=s, delta=2, gamma=1, e=q, eta=2)
 
 
 def square_form_backward_dq(q: torch.Tensor, grad_g: torch.Tensor, t: int) -> torch.Tensor:
@@ -281,12 +277,9 @@ def cayley_units(terms: int) -> tuple[int, int]:
     return terms, 3 * terms
 
 
-def cayley_forward(q: torch.Tensor, terms: int, out: torch.Tensor | None = None) -> torch.Tensor:
-    """G of dense skew blocks Q: the square form for t = 2, 3, Horner otherwise (into `out` when given)."""
-    if terms in SQUARE_FORM_TERMS:
-        return square_form_blocks(q, terms, out)
-    g = horner_blocks(q, terms)
-    return g if out is None else out.copy_(g)
+def cayley_forward(q: torch.Tensor, terms: int) -> torch.Tensor:
+    """G of dense skew blocks Q: the square form for t = 2, 3, Horner otherwise."""
+    return square_form_blocks(q, terms) if terms in SQUARE_FORM_TERMS else horner_blocks(q, terms)
 
 
 def cayley_backward_dq(q: torch.Tensor, grad_g: torch.Tensor, terms: int) -> torch.Tensor:
@@ -332,24 +325,21 @@ def _pack_all(dq: torch.Tensor, sizes: list[int]) -> list[torch.Tensor]:
 
 
 class CayleyFunction(torch.autograd.Function):
-    """(b, terms, out, packed_1, packed_2, ...) -> G (sum n_i, b, b) in the packed dtype: the orthogonal blocks
-    of every packed tensor in one batch, written into `out` when it is a tensor. Saves only the packed
-    parameters; backward recomputes Q (and S)."""
+    """(b, terms, packed_1, packed_2, ...) -> G (sum n_i, b, b) in the packed dtype: the orthogonal blocks of
+    every packed tensor in one batch. Saves only the packed parameters; backward recomputes Q (and S)."""
 
     @staticmethod
-    def forward(ctx, b, terms, out, *packed):
+    def forward(ctx, b, terms, *packed):
         ctx.save_for_backward(*packed)
         ctx.b, ctx.terms = b, terms
-        if out is not None:
-            ctx.mark_dirty(out)
-        return cayley_forward(_unpack_all(packed, b), terms, out)
+        return cayley_forward(_unpack_all(packed, b), terms)
 
     @staticmethod
     def backward(ctx, grad_g):
         packed = ctx.saved_tensors
         dq = cayley_backward_dq(_unpack_all(packed, ctx.b), grad_g, ctx.terms)
         grads = _pack_all(dq, [p.shape[0] for p in packed])
-        return (None, None, None, *grads)
+        return (None, None, *grads)
 
 
 def cayley_packed_backward(packed: torch.Tensor, grad_g: torch.Tensor, b: int, t: int) -> torch.Tensor:
@@ -357,37 +347,8 @@ def cayley_packed_backward(packed: torch.Tensor, grad_g: torch.Tensor, b: int, t
     return skew_pack_grad(cayley_backward_dq(skew_unpack(packed, b), grad_g, t))
 
 
-CAYLEY_STREAMS = ("main", "side")
-_SIDE_STREAMS: dict = {}
-
-
-def _side_stream(device: torch.device):
-    if device not in _SIDE_STREAMS:
-        _SIDE_STREAMS[device] = torch.cuda.Stream(device)
-    return _SIDE_STREAMS[device]
-
-
-def cayley_blocks(b: int, terms: int, *packed: torch.Tensor, stream: str = "main") -> torch.Tensor:
-    """The orthogonal blocks of the packed tensors (CayleyFunction). stream = "side" (CUDA, eager or inside
-    a CUDA-graph capture) runs the evaluation on a second stream: its backward then runs there too (autograd
-    runs a node's backward on its forward's stream), after the layer's backward has produced dL/dG, and
-    overlaps the backward of the layers before it instead of waiting in line on one stream.
-
-    Memory safety: G is allocated here, on the calling stream, and only written on the side stream (so its
-    block is never reused by the side stream while the calling stream still reads it); the side stream
-    first waits for the calling stream (parameters just stepped), and the calling stream waits for G.
-    The side stream's gradients reach the optimizer through autograd's end-of-backward stream sync."""
-    dev = packed[0].device
-    if stream != "side" or dev.type != "cuda" or torch.compiler.is_compiling():
-        return CayleyFunction.apply(b, terms, None, *packed)
-    main = torch.cuda.current_stream(dev)
-    out = torch.empty(sum(p.shape[0] for p in packed), b, b, dtype=packed[0].dtype, device=dev)
-    side = _side_stream(dev)
-    side.wait_stream(main)
-    with torch.cuda.stream(side):
-        g = CayleyFunction.apply(b, terms, out, *packed)
-    main.wait_stream(side)
-    return g
+def cayley_blocks(b: int, terms: int, *packed: torch.Tensor) -> torch.Tensor:
+    return CayleyFunction.apply(b, terms, *packed)
 
 
 # --- block products in the row domain ---------------------------------------------------------------
@@ -520,12 +481,11 @@ def layer_blocks(layer):
 
         return (exact(full_in, lay_in.b), None if tail_in is None else exact(tail_in, lay_in.tail),
                 exact(full_out, lay_out.b), None if tail_out is None else exact(tail_out, lay_out.tail))
-    stream = getattr(layer, "cayley_stream", "main")
     if lay_in.b == lay_out.b and lay_in.n_full and lay_out.n_full:
-        gi, go = cayley_blocks(lay_in.b, terms, full_in, full_out, stream=stream), None  # joint (_split_sides)
+        gi, go = cayley_blocks(lay_in.b, terms, full_in, full_out), None  # joint batch (_split_sides)
     else:
-        gi = cayley_blocks(lay_in.b, terms, full_in, stream=stream)
-        go = cayley_blocks(lay_out.b, terms, full_out, stream=stream)
+        gi = cayley_blocks(lay_in.b, terms, full_in)
+        go = cayley_blocks(lay_out.b, terms, full_out)
     ti, to = tail_blocks(layer)
     return gi, ti, go, to
 

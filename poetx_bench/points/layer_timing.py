@@ -121,10 +121,6 @@ def run_layer_point(cfg: dict) -> dict:
     dtype = DTYPES[cfg["dtype"]]
     torch.manual_seed(cfg["seed"])
     layer = build_layer(cfg, device, dtype)
-    if cfg.get("cayley_stream", "main") != "main" and cfg.get("backend") == "triton":
-        from ..kernels import set_cayley_stream
-
-        set_cayley_stream(layer, cfg["cayley_stream"])
     x = torch.randn(cfg["tokens"], cfg["in_features"], device=device, dtype=dtype, requires_grad=True)
     gy = torch.randn(cfg["tokens"], cfg["out_features"], device=device, dtype=dtype)
 

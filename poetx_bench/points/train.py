@@ -37,7 +37,6 @@ class TrainConfig(KindConfig):
     compile: str = knob("none", added=True)          # whole-step capture: none | compile | cudagraph
     block_impl: str = knob("auto", added=True)       # how our POET-X backends run the block work
     cayley_scope: str = knob("layer", added=True)    # triton rows design: Cayley per layer or per model
-    cayley_stream: str = knob("main", added=True)    # triton rows design: Cayley on the main or a side stream
     nproc: int = knob(1, added=True)                 # processes (GPUs) per point; > 1 runs under torchrun
     parallel: str = knob("ddp", added=True)          # ddp | fsdp (FSDP2 fully_shard) when nproc > 1
     checkpointing: bool = knob(False, added=True)    # gradient checkpointing of every decoder block

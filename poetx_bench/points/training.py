@@ -115,10 +115,6 @@ class Trainer:
             from ..kernels.model_cayley import attach
 
             self.model_cayley = attach(self.model, cfg["cayley_scope"])
-        if cfg.get("cayley_stream", "main") != "main" and cfg.get("backend") == "triton":
-            from ..kernels import set_cayley_stream
-
-            set_cayley_stream(self.model, cfg["cayley_stream"])
         if self.compile == "cudagraph":
             make_capturable(self.opt)
             self.graphed = CudaGraphStep(self._body, self.opt)

@@ -181,6 +181,30 @@ def test_layer_point_breakdown(tmp_path):
     assert rows["linear"]["metrics"]["breakdown_ms"]["forward"]["cayley"] == 0
 
 
+@pytest.mark.gpu
+def test_layer_breakdown_of_a_cuda_graph_point_covers_its_time(tmp_path):
+    """A layer point timed as a CUDA graph: its breakdown (kernel time of the same calls run eagerly) adds
+    up to 85-115% of the measured fwd+bwd time, both passes are attributed, and 'other' stays under 15%
+    (a graph replay has no launching ops: profiling the replay gave an empty backward)."""
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    suite = tmp_path / "layer.toml"
+    suite.write_text('kind = "layer"\nmethods = ["linear", "poetx-fast"]\nshapes = [[2048, 4096]]\n'
+                     'tokens = [2048]\nblock_sizes = [256]\nbackend = "triton"\ncompile = "cudagraph"\n'
+                     'repeats = 20\nwarmup_steps = 3\n')
+    out = tmp_path / "layer"
+    assert main(["sweep", "--suite", str(suite), "--out", str(out), "--device", "cuda", "--quiet"]) == 0
+    for r in read_rows(out / "results.jsonl"):
+        assert r["status"] == "ok", r.get("error")
+        m = r["metrics"]
+        total = sum(sum(p.values()) for p in m["breakdown_ms"].values())
+        assert 0.85 <= total / m["fwd_bwd_ms"] <= 1.15, (r["config"]["method"], total, m["fwd_bwd_ms"])
+        assert sum(m["breakdown_ms"]["backward"].values()) > 0
+        assert sum(p["other"] for p in m["breakdown_ms"].values()) <= 0.15 * total
+
+
 def test_run_command_single_point(tmp_path):
     out = tmp_path / "one"
     rc = main(["run", "--method", "poetx-fast", "--model", "tiny", "--block-size", "32", "--seq-len", "16",

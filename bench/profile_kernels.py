@@ -99,12 +99,13 @@ def train_main(args, out: Path) -> dict:
     cfg = {"kind": "train", "method": args.method, "model": args.model, "block_size": args.block_size,
            "seq_len": args.seq_len, "batch_size": args.batch_size, "device": "cuda", "dtype": "bfloat16",
            "seed": 0, "data": "synthetic", "merge_every": 10_000, "backend": args.backend,
-           "compile": args.compile, "cayley_scope": args.cayley_scope}
+           "compile": args.compile, "cayley_scope": args.cayley_scope, "cayley_keep": args.cayley_keep}
     trainer = Trainer(cfg, torch.device("cuda"))
     for _ in range(args.warmup):
         trainer.step()
     tag = args.tag or f"train-{args.model}-{args.method}-{args.backend}-{args.compile}" + (
-        f"-cayley-{args.cayley_scope}" if args.cayley_scope != "layer" else "")
+        f"-cayley-{args.cayley_scope}" if args.cayley_scope != "layer" else "") + (
+        f"-keep-{args.cayley_keep}" if args.cayley_keep != "params" else "")
     extra = {"config": cfg, "peak_memory_bytes": torch.cuda.max_memory_allocated()}
     return _profile(trainer.step, args.steps, out, tag, extra)
 
@@ -144,6 +145,7 @@ def main(argv=None) -> int:
     t.add_argument("--backend", default="triton")
     t.add_argument("--compile", default="none")
     t.add_argument("--cayley-scope", default="layer", choices=["layer", "model"])
+    t.add_argument("--cayley-keep", default="params", choices=["params", "qs"])
     t.add_argument("--block-size", type=int, default=256)
     t.add_argument("--seq-len", type=int, default=1024)
     t.add_argument("--batch-size", type=int, default=1)

@@ -19,7 +19,7 @@ from .cayley import (
     cayley_neumann_forward,
     cayley_neumann_packed,
 )
-from .layer import BLOCK_IMPLS, POETXTritonLinear, resolve_block_impl
+from .layer import BLOCK_IMPLS, POETXTritonLinear, resolve_block_impl, set_cayley_keep
 from .rows import cayley_blocks, poetx_rows_forward
 
 __all__ = [
@@ -31,6 +31,7 @@ __all__ = [
     "POETXTritonLinear",
     "BLOCK_IMPLS",
     "resolve_block_impl",
+    "set_cayley_keep",
     "poetx_rows_forward",
     "cayley_blocks",
     "block_perm_apply",

@@ -44,6 +44,7 @@ class POETXTritonLinear(POETXLinear):
         super().__init__(in_features, out_features, block_size, mode=mode, **kwargs)
         self.block_impl = resolve_block_impl(block_impl)
         self._model_blocks = None  # set for one forward by model_cayley.ModelCayley
+        self.cayley_keep = "params"  # "qs": keep the forward's Q and S for backward (rows.CayleyFunction)
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", block_impl={self.block_impl}"
@@ -57,3 +58,15 @@ class POETXTritonLinear(POETXLinear):
         else:
             y = poetx_fused_forward(self, x, self.block_impl)
         return y if self.bias is None else y + self.bias
+
+
+def set_cayley_keep(module: nn.Module, keep: str) -> int:
+    """Apply a `cayley_keep` setting to every POET-X Triton layer of `module`; returns how many."""
+    from .rows import CAYLEY_KEEPS
+
+    if keep not in CAYLEY_KEEPS:
+        raise ValueError(f"cayley_keep must be one of {CAYLEY_KEEPS}, got {keep!r}")
+    layers = [m for m in module.modules() if isinstance(m, POETXTritonLinear)]
+    for m in layers:
+        m.cayley_keep = keep
+    return len(layers)

@@ -244,23 +244,24 @@ def _bgemm(pairs, c=None, beta: float = 0.0, d=None, delta: float = 0.0, gamma: 
     return _add_diag_(out, gamma) if gamma else out
 
 
-def square_form_blocks(q: torch.Tensor, t: int) -> torch.Tensor:
+def square_form_blocks(q: torch.Tensor, t: int, s: torch.Tensor | None = None) -> torch.Tensor:
     """G = I + 2Q + ... + 2Q^t + Q^(t+1) for t = 2, 3 with S = Q^2 (Q and S small, the identity added last):
     t = 2: G = I + 2Q + 2S + Q S;   t = 3: G = I + 2Q + 2S + S (2Q + S), the right factor formed inside the
-    product's tile loads. Two launches, 2 b^3 units."""
-    s = bgemm([(1, q, q)])
+    product's tile loads. Two launches, 2 b^3 units (one when S = Q^2 is given)."""
+    s = bgemm([(1, q, q)]) if s is None else s
     if t == 2:
         return bgemm([(1, q, s)], c=q, beta=2, d=s, delta=2, gamma=1)
     return bgemm([(1, s, s)], c=q, beta=2, d=s, delta=2, gamma=1, e=q, eta=2)
 
 
-def square_form_backward_dq(q: torch.Tensor, grad_g: torch.Tensor, t: int) -> torch.Tensor:
+def square_form_backward_dq(q: torch.Tensor, grad_g: torch.Tensor, t: int,
+                            s: torch.Tensor | None = None) -> torch.Tensor:
     """dL/dQ (dense) of square_form_blocks, with S^T = S and Q^T = -Q:
     t = 3 (G = I + 2Q + 2S + S B, B = 2Q + S): Sbar = 2Gb + Gb (S - 2Q) + S Gb,  dQ = 2Gb + 2 S Gb - Sbar Q - Q Sbar;
     t = 2 (G = I + 2Q + 2S + Q S):             Sbar = 2Gb - Q Gb,              dQ = 2Gb + Gb S - Sbar Q - Q Sbar.
-    Three launches (S recomputed), 5 or 6 b^3 units."""
+    Three launches (S recomputed unless given), 5 or 6 b^3 units."""
     gb = grad_g.to(q.dtype).contiguous()
-    s = bgemm([(1, q, q)])
+    s = bgemm([(1, q, q)]) if s is None else s
     if t == 2:
         sbar = bgemm([(-1, q, gb)], c=gb, beta=2)
         return bgemm([(1, gb, s), (-1, sbar, q), (-1, q, sbar)], c=gb, beta=2)
@@ -282,8 +283,9 @@ def cayley_forward(q: torch.Tensor, terms: int) -> torch.Tensor:
     return square_form_blocks(q, terms) if terms in SQUARE_FORM_TERMS else horner_blocks(q, terms)
 
 
-def cayley_backward_dq(q: torch.Tensor, grad_g: torch.Tensor, terms: int) -> torch.Tensor:
-    return (square_form_backward_dq(q, grad_g, terms) if terms in SQUARE_FORM_TERMS
+def cayley_backward_dq(q: torch.Tensor, grad_g: torch.Tensor, terms: int,
+                       s: torch.Tensor | None = None) -> torch.Tensor:
+    return (square_form_backward_dq(q, grad_g, terms, s) if terms in SQUARE_FORM_TERMS
             else horner_backward_dq(q, grad_g, terms))
 
 
@@ -324,22 +326,36 @@ def _pack_all(dq: torch.Tensor, sizes: list[int]) -> list[torch.Tensor]:
     return outs
 
 
+CAYLEY_KEEPS = ("params", "qs")
+
+
 class CayleyFunction(torch.autograd.Function):
-    """(b, terms, packed_1, packed_2, ...) -> G (sum n_i, b, b) in the packed dtype: the orthogonal blocks of
-    every packed tensor in one batch. Saves only the packed parameters; backward recomputes Q (and S)."""
+    """(b, terms, keep, packed_1, packed_2, ...) -> G (sum n_i, b, b) in the packed dtype: the orthogonal blocks
+    of every packed tensor in one batch. keep = "params" saves only the packed parameters (backward recomputes
+    Q and S: one unpack and one product launch); keep = "qs" saves the dense Q and S = Q^2 of the forward
+    instead (2 n b^2 values more held until backward, those two launches fewer)."""
 
     @staticmethod
-    def forward(ctx, b, terms, *packed):
-        ctx.save_for_backward(*packed)
-        ctx.b, ctx.terms = b, terms
-        return cayley_forward(_unpack_all(packed, b), terms)
+    def forward(ctx, b, terms, keep, *packed):
+        if keep not in CAYLEY_KEEPS:
+            raise ValueError(f"cayley_keep must be one of {CAYLEY_KEEPS}, got {keep!r}")
+        ctx.b, ctx.terms, ctx.keep, ctx.sizes = b, terms, keep, [p.shape[0] for p in packed]
+        q = _unpack_all(packed, b)
+        if keep == "params":
+            ctx.save_for_backward(*packed)
+            return cayley_forward(q, terms)
+        s = bgemm([(1, q, q)]) if terms in SQUARE_FORM_TERMS else None
+        ctx.save_for_backward(q, s)
+        return square_form_blocks(q, terms, s) if s is not None else cayley_forward(q, terms)
 
     @staticmethod
     def backward(ctx, grad_g):
-        packed = ctx.saved_tensors
-        dq = cayley_backward_dq(_unpack_all(packed, ctx.b), grad_g, ctx.terms)
-        grads = _pack_all(dq, [p.shape[0] for p in packed])
-        return (None, None, *grads)
+        if ctx.keep == "params":
+            q, s = _unpack_all(ctx.saved_tensors, ctx.b), None
+        else:
+            q, s = ctx.saved_tensors
+        dq = cayley_backward_dq(q, grad_g, ctx.terms, s)
+        return (None, None, None, *_pack_all(dq, ctx.sizes))
 
 
 def cayley_packed_backward(packed: torch.Tensor, grad_g: torch.Tensor, b: int, t: int) -> torch.Tensor:
@@ -347,8 +363,8 @@ def cayley_packed_backward(packed: torch.Tensor, grad_g: torch.Tensor, b: int, t
     return skew_pack_grad(cayley_backward_dq(skew_unpack(packed, b), grad_g, t))
 
 
-def cayley_blocks(b: int, terms: int, *packed: torch.Tensor) -> torch.Tensor:
-    return CayleyFunction.apply(b, terms, *packed)
+def cayley_blocks(b: int, terms: int, *packed: torch.Tensor, keep: str = "params") -> torch.Tensor:
+    return CayleyFunction.apply(b, terms, keep, *packed)
 
 
 # --- block products in the row domain ---------------------------------------------------------------
@@ -481,11 +497,12 @@ def layer_blocks(layer):
 
         return (exact(full_in, lay_in.b), None if tail_in is None else exact(tail_in, lay_in.tail),
                 exact(full_out, lay_out.b), None if tail_out is None else exact(tail_out, lay_out.tail))
+    keep = getattr(layer, "cayley_keep", "params")
     if lay_in.b == lay_out.b and lay_in.n_full and lay_out.n_full:
-        gi, go = cayley_blocks(lay_in.b, terms, full_in, full_out), None  # joint batch (_split_sides)
+        gi, go = cayley_blocks(lay_in.b, terms, full_in, full_out, keep=keep), None  # joint (_split_sides)
     else:
-        gi = cayley_blocks(lay_in.b, terms, full_in)
-        go = cayley_blocks(lay_out.b, terms, full_out)
+        gi = cayley_blocks(lay_in.b, terms, full_in, keep=keep)
+        go = cayley_blocks(lay_out.b, terms, full_out, keep=keep)
     ti, to = tail_blocks(layer)
     return gi, ti, go, to
 

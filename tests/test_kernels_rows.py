@@ -70,16 +70,18 @@ def test_skew_unpack_and_pack(device, b, n):
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("terms", [0, 1, 2, 3, 5])
 @pytest.mark.parametrize("b", [16, 48])
-def test_cayley_matches_float64(device, terms, b):
-    """Forward and backward of the Cayley-Neumann (square form for t = 2, 3, Horner otherwise) against
-    autograd through the reference series in float64: fp32 lands within 1e-5."""
+@pytest.mark.parametrize("keep", ["params", "qs"])
+def test_cayley_matches_float64(device, terms, b, keep):
+    """Forward and backward of the Cayley-Neumann (square form for t = 2, 3, Horner otherwise; backward
+    recomputing Q and S, or keeping the forward's) against autograd through the reference series in
+    float64: fp32 lands within 1e-5."""
     g = _gen(terms * 100 + b)
     packed64 = (torch.randn(3, num_skew_params(b), generator=g, dtype=torch.float64) * 0.1).requires_grad_()
     gbar = torch.randn(3, b, b, generator=g, dtype=torch.float64)
     ref = cayley_neumann(skew_from_packed(packed64, b), terms)
     (ref * gbar).sum().backward()
     p = packed64.detach().float().to(device).requires_grad_()
-    got = R.cayley_blocks(b, terms, p)
+    got = R.cayley_blocks(b, terms, p, keep=keep)
     (got * gbar.float().to(device)).sum().backward()
     assert _rel(got, ref) < 1e-5
     assert _rel(p.grad, packed64.grad) < 1e-5
@@ -92,6 +94,7 @@ def test_cayley_float64_exact(terms):
     packed = (torch.randn(2, num_skew_params(24), generator=g, dtype=torch.float64) * 0.2).requires_grad_()
     gbar = torch.randn(2, 24, 24, generator=g, dtype=torch.float64)
     assert torch.autograd.gradcheck(lambda p: (R.cayley_blocks(24, terms, p) * gbar).sum(), (packed,))
+    assert torch.autograd.gradcheck(lambda p: (R.cayley_blocks(24, terms, p, keep="qs") * gbar).sum(), (packed,))
     ref = cayley_neumann(skew_from_packed(packed, 24), terms)
     assert _rel(R.cayley_blocks(24, terms, packed), ref) < 1e-13
 

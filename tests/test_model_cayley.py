@@ -67,3 +67,24 @@ def test_layer_scope_attaches_nothing_and_bad_scope_is_refused():
     assert attach(_model(0), "layer") is None
     with pytest.raises(ValueError, match="cayley_scope"):
         attach(_model(0), "step")
+
+
+def test_cayley_keep_qs_matches_recompute_and_is_validated(tmp_path):
+    """cayley_keep = "qs" (backward uses the forward's Q and S instead of recomputing them): the same loss
+    and gradients as the default on a model with tails and both modes; unknown values are refused, by the
+    layer setter and by a suite (exit 2 naming the key)."""
+    from poetx_bench.cli import main
+    from poetx_bench.kernels import set_cayley_keep
+
+    x = torch.randn(20, 64, generator=torch.Generator().manual_seed(3))
+    ref_loss, ref_grads = _loss_and_grads(_model(0), x)
+    model = _model(0)
+    assert set_cayley_keep(model, "qs") == 3
+    loss, grads = _loss_and_grads(model, x)
+    assert torch.allclose(loss, ref_loss, rtol=1e-6, atol=0)
+    assert ref_grads.keys() == grads.keys()
+    for k in ref_grads:
+        assert torch.allclose(grads[k], ref_grads[k], rtol=1e-5, atol=1e-7), k
+    with pytest.raises(ValueError, match="cayley_keep"):
+        set_cayley_keep(model, "everything")
+    assert main(["sweep", "--suite", "smoke", "--dry-run", "--set", "cayley_keep=everything"]) == 2

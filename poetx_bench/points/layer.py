@@ -30,6 +30,7 @@ class LayerConfig(KindConfig):
     compile: str = knob("none", added=True)
     block_impl: str = knob("auto", added=True)
     cayley_scope: str = knob("layer", added=True)
+    cayley_keep: str = knob("params", added=True)
     checkpointing: bool = knob(False, added=True)  # a train key; layer configs carry its default
 
 

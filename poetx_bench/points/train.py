@@ -37,6 +37,7 @@ class TrainConfig(KindConfig):
     compile: str = knob("none", added=True)          # whole-step capture: none | compile | cudagraph
     block_impl: str = knob("auto", added=True)       # how our POET-X backends run the block work
     cayley_scope: str = knob("layer", added=True)    # triton rows design: Cayley per layer or per model
+    cayley_keep: str = knob("params", added=True)    # triton rows design: backward recomputes Q, S | keeps them
     nproc: int = knob(1, added=True)                 # processes (GPUs) per point; > 1 runs under torchrun
     parallel: str = knob("ddp", added=True)          # ddp | fsdp (FSDP2 fully_shard) when nproc > 1
     checkpointing: bool = knob(False, added=True)    # gradient checkpointing of every decoder block

@@ -115,6 +115,10 @@ class Trainer:
             from ..kernels.model_cayley import attach
 
             self.model_cayley = attach(self.model, cfg["cayley_scope"])
+        if cfg.get("cayley_keep", "params") != "params" and cfg.get("backend") == "triton":
+            from ..kernels import set_cayley_keep
+
+            set_cayley_keep(self.model, cfg["cayley_keep"])
         if self.compile == "cudagraph":
             make_capturable(self.opt)
             self.graphed = CudaGraphStep(self._body, self.opt)

@@ -24,7 +24,7 @@ from .schema import OK
 KEY_FIELDS = (
     "kind", "method", "model", "block_size", "seq_len", "batch_size", "dtype", "device",
     "steps", "seed", "in_features", "out_features", "tokens", "backend", "compile", "block_impl",
-    "cayley_scope",
+    "cayley_scope", "cayley_keep",
     "nproc", "parallel",
 )
 
@@ -119,6 +119,8 @@ class Point:
             out.append(str(self.cfg("backend")) + (f"/{impl}" if impl not in (None, "auto") else ""))
         if self.cfg("cayley_scope") not in (None, "layer"):
             out.append(f"cayley/{self.cfg('cayley_scope')}")
+        if self.cfg("cayley_keep") not in (None, "params"):
+            out.append(f"cayley-keep/{self.cfg('cayley_keep')}")
         if self.cfg("compile") not in (None, "none"):
             out.append(str(self.cfg("compile")))
         hparams = self.cfg("hparams")

@@ -60,7 +60,7 @@ class POETXTritonLinear(POETXLinear):
         return y if self.bias is None else y + self.bias
 
 
-def set_cayley_keep(module: nn.Module, keep: str) -> int:
+def set_cayley_keep(module: torch.nn.Module, keep: str) -> int:
     """Apply a `cayley_keep` setting to every POET-X Triton layer of `module`; returns how many."""
     from .rows import CAYLEY_KEEPS
 

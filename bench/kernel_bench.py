@@ -37,14 +37,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# nominal dense peaks used for floors (bf16 tensor TFLOP/s, fp32 TFLOP/s (tf32 tensor), HBM TB/s)
-PEAKS = {
-    "H100 80GB HBM3": (989.0, 494.0, 3.35),
-    "H100 SXM": (989.0, 494.0, 3.35),
-    "H100 PCIe": (756.0, 378.0, 2.0),
-    "H200": (989.0, 494.0, 4.8),
-}
-DEFAULT_PEAK = (989.0, 494.0, 3.35)
+# floors come from poetx_bench.measure.floor_ms (one definition, shared/perf/floors.md); devices it does not
+# know are judged as an H100 SXM, and the env record says so
+FLOOR_FALLBACK_DEVICE = "H100 SXM"
 
 
 def _bootstrap():
@@ -156,17 +151,18 @@ def _rel(a, b) -> float:
 
 
 def _peaks(device_name: str):
-    for k, v in PEAKS.items():
-        if k in device_name:
-            return v
-    return DEFAULT_PEAK
+    """The (bf16, fp32, HBM) peaks the floors use for this device: measure.FLOOR_PEAKS, H100 SXM if unknown."""
+    from poetx_bench.measure import FLOOR_PEAKS
+
+    name = next((k for k in FLOOR_PEAKS if k in device_name), FLOOR_FALLBACK_DEVICE)
+    bf16, fp32, hbm = FLOOR_PEAKS[name]
+    return (bf16 / 1e12, fp32 / 1e12, hbm / 1e12, name)
 
 
 def _floor_ms(flop: float, nbytes: float, dtype, peaks) -> float:
-    import torch
+    from poetx_bench.measure import floor_ms
 
-    tflops = peaks[0] if dtype in (torch.bfloat16, torch.float16) else peaks[1]
-    return max(flop / (tflops * 1e12), nbytes / (peaks[2] * 1e12)) * 1e3
+    return floor_ms(flop, nbytes, peaks[3], str(dtype).replace("torch.", ""))
 
 
 def _rates(flop, nbytes, med_ms, dtype, peaks) -> dict:
@@ -310,53 +306,34 @@ def layers(rec, device, dtype, tokens, shapes, blocks, timer, peaks):
 
 
 def rows_kernels(rec, device, dtype, tokens, dims, blocks, timer, peaks, terms=3):
-    """The row-domain design's passes (kernels/rows.py) at D in dims, each against its floor
-    max(FLOP / peak of the dtype, bytes / HBM bandwidth) (shared/perf/floors.md); kernels under 20 us are
+    """The row-domain design's passes (kernels/rows.py) at D in dims: the kernel kind's ops and costs
+    (poetx_bench.points.kernel_ops), each against its floor (shared/perf/floors.md); kernels under 20 us are
     flagged launch-latency-bound ("latency_bound") since a launch costs a few us whatever the floor."""
-    import torch
+    from poetx_bench.measure import LATENCY_BOUND_MS
+    from poetx_bench.points.kernel_ops import ROWS_OPS, KernelInputs, case
 
-    from poetx_bench.kernels import rows as R
-    from poetx_bench.kernels.autograd import Side
-    from poetx_bench.reference.blocks import BlockLayout
-
-    elt = torch.empty((), dtype=dtype).element_size()
     for dim in dims:
-        g = torch.Generator(device="cpu").manual_seed(dim)
-        x = torch.randn(tokens, dim, generator=g).to(device, dtype)
-        perm = torch.randperm(dim, generator=g).to(device)
-        inv = torch.argsort(perm)
-        xt = R.to_rows(x, inv, perm)
-        move = 2 * tokens * dim * elt
-        cases = [("to_rows", partial(R.to_rows, x, inv, perm), 0, move),
-                 ("from_rows", partial(R.from_rows, xt, inv), 0, move),
-                 ("torch_index_select_cols", partial(x.index_select, 1, perm), 0, move)]
-        for b in blocks:
-            n = dim // b
-            side = Side(BlockLayout(dim, b), perm, inv)
-            gblk = torch.randn(n, b, b, generator=g).to(device, dtype) / b ** 0.5
-            packed = (torch.randn(n, b * (b - 1) // 2, generator=g) * 1e-2).to(device, dtype)
-            gg = torch.randn(n, b, b, generator=g).to(device, dtype)
-            blk_flop, blk_bytes = 2 * tokens * dim * b, move + n * b * b * elt
-            cay_flop = 2 * n * b ** 3
-            cases += [
-                (f"rows_apply_b{b}", partial(R.rows_apply, xt, gblk, None, side, False), blk_flop, blk_bytes),
-                (f"rows_grad_b{b}", partial(R.rows_grad, xt, xt, side, True, False), blk_flop, blk_bytes),
-                (f"cayley_fwd_b{b}", lambda packed=packed, b=b: R.cayley_forward(R.skew_unpack(packed, b), terms),
-                 R.cayley_units(terms)[0] * cay_flop, n * b * b * elt * 2),
-                (f"cayley_bwd_b{b}", partial(R.cayley_packed_backward, packed, gg, b, terms),
-                 R.cayley_units(terms)[1] * cay_flop, n * b * b * elt * 3)]
-        for name, fn, flop, nbytes in cases:
-            base = {"section": "rows", "name": name, "dim": dim, "tokens": tokens,
-                    "dtype": str(dtype).replace("torch.", "")}
+        for i, b in enumerate(blocks):
+            inp = KernelInputs(device, dtype, tokens, dim, b, terms)
+            costs = inp.costs()
+            runs = [(op, "triton") for op in ROWS_OPS if i == 0 or op not in ("to_rows", "from_rows")]
+            if i == 0:
+                runs.append(("to_rows", "torch"))  # index_select: what the kernel replaces
+            for op, impl in runs:
+                fn, _ = case(inp, op, impl)
+                flop, nbytes = costs[op]
+                name = op if op in ("to_rows", "from_rows") else f"{op}_b{b}"
+                base = {"section": "rows", "name": name if impl == "triton" else f"torch_{name}", "dim": dim,
+                        "tokens": tokens, "dtype": str(dtype).replace("torch.", "")}
 
-            def run(fn=fn, flop=flop, nbytes=nbytes):
-                fn()
-                q = timer(fn)
-                res = {**_timing(q), **_rates(flop, nbytes, q[1], dtype, peaks)}
-                res["latency_bound"] = q[1] < 0.020
-                return res
+                def run(fn=fn, flop=flop, nbytes=nbytes):
+                    fn()
+                    q = timer(fn)
+                    res = {**_timing(q), **_rates(flop, nbytes, q[1], dtype, peaks)}
+                    res["latency_bound"] = q[1] < LATENCY_BOUND_MS
+                    return res
 
-            _guard(rec, base, run)
+                _guard(rec, base, run)
 
 
 def kernel_costs(b, n, tokens, dim, terms, elt):
@@ -657,7 +634,7 @@ def main(argv=None) -> int:
     rec.add({"section": "env", "env": environment(use_torch_cuda=device.type == "cuda"),
              "torch": torch.__version__, "triton": triton_version,
              "triton_available": K.triton_available(), "python": platform.python_version(),
-             "peaks_bf16_tflops_fp32_tflops_hbm_tbps": peaks, "argv": sys.argv[1:],
+             "peaks_bf16_tflops_fp32_tflops_hbm_tbps_device": peaks, "argv": sys.argv[1:],
              "default_gpu_configs": configs, "default_block_impl": K.resolve_block_impl("auto")})
     timer = make_timer(device, args.rep_ms, args.warmup_ms, graph=args.graph and device.type == "cuda")
     t0 = time.time()

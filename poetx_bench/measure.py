@@ -21,6 +21,22 @@ BF16_PEAK_FLOPS = {"H100 SXM": 989.4e12, "H100 80GB HBM3": 989.4e12, "H100 PCIe"
                    "RTX 4090": 165.2e12}
 
 
+# the floor of a kernel (shared/perf/floors.md): max(FLOPs / peak of the dtype it computes in, bytes / HBM
+# bandwidth); (bf16/fp16 tensor, fp32-as-tf32 tensor) FLOP/s and HBM bytes/s from the vendors' data sheets
+FLOOR_PEAKS = {"H100 80GB HBM3": (989.4e12, 494.7e12, 3.35e12), "H100 SXM": (989.4e12, 494.7e12, 3.35e12),
+               "H100 PCIe": (756.0e12, 378.0e12, 2.0e12), "H200": (989.4e12, 494.7e12, 4.8e12)}
+LATENCY_BOUND_MS = 0.020  # below this a kernel's time is mostly launch latency, whatever its floor
+
+
+def floor_ms(flop: float, nbytes: float, device_name: str | None, dtype: str) -> float | None:
+    """The kernel's floor in ms on this device (None where the device's peaks are not known)."""
+    peaks = next((v for k, v in FLOOR_PEAKS.items() if device_name and k in device_name), None)
+    if peaks is None:
+        return None
+    flops = peaks[0] if dtype in ("bfloat16", "float16") else peaks[1]
+    return max((flop or 0) / flops, (nbytes or 0) / peaks[2]) * 1e3
+
+
 def bf16_peak_flops(device_name: str | None, dtype: str = "bfloat16") -> float | None:
     """Dense bf16/fp16 tensor-core peak; None for other compute dtypes (MFU would not be comparable)."""
     if not device_name or dtype not in ("bfloat16", "float16"):

@@ -50,6 +50,9 @@ class Suite:
 
 def resolve_suite_path(name_or_path: str) -> Path:
     p = Path(name_or_path)
+    named = SUITES_DIR / f"{name_or_path}.toml"
+    if p.is_dir() and p.suffix != ".toml" and named.exists():
+        return named  # a suite name that is also a folder here (`kernels` in the repository root)
     if p.suffix == ".toml" or p.exists():
         if not p.exists():
             raise UserError(f"{p}: suite file not found")

@@ -300,6 +300,17 @@ def test_kernels_suite_runs_on_cpu_and_skips_triton_without_the_interpreter(tmp_
                  "--set", 'ops=["apply", "cayley_bwd"]', "--set", 'backend="triton"']) == 0
     base = read_rows(interp / "results.jsonl")
     assert [(r["config"]["op"], r["status"]) for r in base] == [("apply", "ok"), ("cayley_bwd", "ok")]
+    assert all(r["metrics"]["floor_frac"] is None for r in base)  # a CPU time is not judged against a GPU floor
+
+    # the row design's passes run as kernel points too (the kernels under the interpreter), with their costs
+    rows_ops = ["to_rows", "from_rows", "rows_apply", "rows_grad", "rows_cayley_fwd", "rows_cayley_bwd"]
+    rdir = tmp_path / "rows"
+    assert main(["sweep", "--suite", suite, "--device", "cpu", "--out", str(rdir), "--quiet", *KERNEL_SETS,
+                 "--set", f"ops={json.dumps(rows_ops)}", "--set", 'backend="triton"']) == 0
+    rrows = {r["config"]["op"]: r for r in read_rows(rdir / "results.jsonl")}
+    assert set(rrows) == set(rows_ops) and all(r["status"] == "ok" for r in rrows.values())
+    assert rrows["to_rows"]["metrics"]["bytes"] == 2 * 32 * 64 * 4 and rrows["to_rows"]["metrics"]["flop"] == 0
+    assert rrows["rows_apply"]["metrics"]["flop"] == 2 * 32 * 64 * 16
 
     # the gate judges kernel_ms on its samples; the report lists the rows
     slow = copy.deepcopy(base)
@@ -318,6 +329,14 @@ def test_kernels_suite_runs_on_cpu_and_skips_triton_without_the_interpreter(tmp_
     assert "| cayley_bwd | triton | 64 | 16 | — |" in section and "| apply | torch | 64 | 16 | 32 |" in section
 
 
+def test_a_suite_name_that_is_also_a_folder_resolves_to_the_suite(tmp_path, monkeypatch):
+    from poetx_bench.suite import SUITES_DIR, resolve_suite_path
+
+    (tmp_path / "kernels").mkdir()
+    monkeypatch.chdir(tmp_path)
+    assert resolve_suite_path("kernels") == SUITES_DIR / "kernels.toml"
+
+
 def test_kernels_suite_errors_name_key_and_value(capsys):
     suite = str(ROOT / "suites" / "kernels.toml")
     assert main(["sweep", "--suite", suite, "--dry-run", "--set", 'ops=["nope"]']) == 2
@@ -329,3 +348,15 @@ def test_kernels_suite_errors_name_key_and_value(capsys):
     assert main(["sweep", "--suite", suite, "--dry-run", "--set", 'dtype="float64"']) == 2
     _one_line_error(capsys, "key 'dtype': value 'float64' must be one of auto, float32, bfloat16, float16")
 
+
+
+def test_floor_is_one_definition():
+    """The kernel floor (shared/perf/floors.md): max(FLOPs / the dtype's peak, bytes / HBM bandwidth), on the
+    device's own peaks; unknown devices get no floor instead of a wrong one."""
+    from poetx_bench.measure import floor_ms
+
+    assert floor_ms(989.4e12, 0, "NVIDIA H100 80GB HBM3", "bfloat16") == pytest.approx(1000.0)
+    assert floor_ms(989.4e12, 0, "NVIDIA H100 80GB HBM3", "float32") == pytest.approx(2000.0, rel=1e-3)
+    assert floor_ms(0, 3.35e12, "NVIDIA H100 80GB HBM3", "bfloat16") == pytest.approx(1000.0)
+    assert floor_ms(0, 4.8e12, "NVIDIA H200", "bfloat16") == pytest.approx(1000.0)
+    assert floor_ms(1e12, 1e12, "Some CPU", "bfloat16") is None

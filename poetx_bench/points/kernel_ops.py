@@ -15,17 +15,35 @@ IMPLS = {
     "cayley_fwdbwd": ("torch",),         # the reference path's forward + autograd backward
     "apply": ("triton", "torch"),        # gather + block-diagonal multiply + scatter of activations
     "grad": ("triton", "torch"),         # the blocks' gradient, summed over tokens
+    # the row design (kernels/rows.py, the default): each pass of a layer step on its own
+    "to_rows": ("triton", "torch"),      # (T, D) -> (D, T) with rows gathered by the permutation
+    "from_rows": ("triton", "torch"),    # (D, T) -> (T, D) with columns scattered back
+    "rows_apply": ("triton",),           # block-diagonal multiply of (b, T) row blocks (cuBLAS bmm)
+    "rows_grad": ("triton",),            # the blocks' gradient, bmm with K = T
+    "rows_cayley_fwd": ("triton",),      # packed -> G: unpack + square-form chain (torch: cayley_fwd torch)
+    "rows_cayley_bwd": ("triton",),      # dL/dG -> dL/d(packed): unpack, chain backward, pack
 }
 OPS = tuple(IMPLS)
-TOKEN_FREE = ("cayley_fwd", "cayley_bwd", "cayley_fwdbwd")  # work on parameters only
+ROWS_OPS = ("to_rows", "from_rows", "rows_apply", "rows_grad", "rows_cayley_fwd", "rows_cayley_bwd")
+TOKEN_FREE = ("cayley_fwd", "cayley_bwd", "cayley_fwdbwd", "rows_cayley_fwd", "rows_cayley_bwd")  # parameters only
 
 
 def kernel_costs(b, n, tokens, dim, terms, elt) -> dict:
     """FLOPs and bytes (minimum traffic) per kernel; see kernels/NOTES.md."""
+    from ..kernels.rows import cayley_units
+
     npk = n * b * (b - 1) // 2
     m = terms + 1
     bwd_dots = (m - 2) + 3 * (m - 1) if m >= 2 else 0
+    move = 2 * tokens * dim * elt  # one read and one write of a (T, D) activation
+    units_fwd, units_bwd = cayley_units(terms)
     return {
+        "to_rows": (0, move), "from_rows": (0, move),
+        "rows_apply": (2 * tokens * dim * b, move + n * b * b * elt),
+        "rows_grad": (2 * tokens * dim * b, move + n * b * b * elt),
+        # packed in, G out / dL/dG in, packed gradient out (intermediates stay in L2 at a layer's n)
+        "rows_cayley_fwd": (units_fwd * 2 * n * b ** 3, npk * elt + n * b * b * elt),
+        "rows_cayley_bwd": (units_bwd * 2 * n * b ** 3, npk * elt * 2 + n * b * b * elt),
         "cayley_fwd": (terms * 2 * n * b ** 3, npk * elt + n * b * b * 4),
         "cayley_bwd": (bwd_dots * 2 * n * b ** 3, n * b * b * 4 + npk * (elt + 4)),
         "apply": (2 * tokens * n * b * b, 2 * tokens * dim * elt + n * b * b * elt),
@@ -62,6 +80,14 @@ class KernelInputs:
         self.gg = torch.randn(n, b, b, generator=g).to(device)
         self.gg_c = self.gg.to(dtype)
         self.pk_req = self.packed.detach().clone().requires_grad_(True)
+        self._xt = None
+
+    @property
+    def xt(self):
+        """x in the row layout, (D, T), built once (torch ops: the same values on every backend)."""
+        if self._xt is None:
+            self._xt = self.x.t().index_select(0, self.perm).contiguous()
+        return self._xt
 
     def costs(self) -> dict:
         import torch
@@ -70,11 +96,33 @@ class KernelInputs:
         return kernel_costs(self.b, self.n, self.tokens, self.n * self.b, self.terms, elt)
 
 
+def _rows_case(inp: KernelInputs, op: str, impl: str):
+    """The row design's passes: the kernels (triton) or the torch fallbacks of the same functions (torch)."""
+    from ..kernels import rows as R
+    from ..kernels.autograd import Side
+
+    b, terms = inp.b, inp.terms
+    side = Side(inp.lay, inp.perm, inp.inv)
+    if impl == "torch":
+        fns = {"to_rows": lambda: inp.x.t().index_select(0, inp.perm),
+               "from_rows": lambda: inp.xt.index_select(0, inp.inv).t().contiguous()}
+        return fns[op], None
+    fns = {"to_rows": lambda: R.to_rows(inp.x, inp.inv, inp.perm),
+           "from_rows": lambda: R.from_rows(inp.xt, inp.inv),
+           "rows_apply": lambda: R.rows_apply(inp.xt, inp.gblk, None, side, False),
+           "rows_grad": lambda: R.rows_grad(inp.xt, inp.xt, side, True, False),
+           "rows_cayley_fwd": lambda: R.cayley_forward(R.skew_unpack(inp.packed, b), terms),
+           "rows_cayley_bwd": lambda: R.cayley_packed_backward(inp.packed, inp.gg_c, b, terms)}
+    return fns[op], None
+
+
 def case(inp: KernelInputs, op: str, impl: str):
     """(fn, tensors whose .grad the timer clears) of one op and implementation."""
     from ..reference.blocks import block_grad, blockwise_apply
     from ..reference.cayley import cayley_neumann, skew_from_packed
 
+    if op in ROWS_OPS:
+        return _rows_case(inp, op, impl)
     b, terms, n = inp.b, inp.terms, inp.n
     if impl == "triton":
         from ..kernels import block_perm_apply_raw, block_perm_grad

@@ -360,3 +360,24 @@ def test_floor_is_one_definition():
     assert floor_ms(0, 3.35e12, "NVIDIA H100 80GB HBM3", "bfloat16") == pytest.approx(1000.0)
     assert floor_ms(0, 4.8e12, "NVIDIA H200", "bfloat16") == pytest.approx(1000.0)
     assert floor_ms(1e12, 1e12, "Some CPU", "bfloat16") is None
+
+
+def test_kernel_report_shows_the_floor_percentage(tmp_path):
+    """A GPU kernel row's floor_frac reaches the report's kernel table as a percentage, with its
+    latency-bound flag; a row without a floor shows the missing-value mark."""
+    from poetx_bench.report.kernels import kernel_section
+    from poetx_bench.results.point import Point
+
+    def row(op, frac, lat):
+        return {"schema_version": 2, "point_id": op, "status": "ok", "kind": "kernel", "suite": "kernels",
+                "config": {"kind": "kernel", "op": op, "backend": "triton", "dim": 14336, "block_size": 256,
+                           "tokens": 2048, "dtype": "bfloat16", "device": "cuda"},
+                "metrics": {"kernel_ms": 0.048, "kernel_ms_iqr": 0.001, "samples_ms": [0.048] * 5,
+                            "tflops": None, "tbps": 2.4, "floor_frac": frac, "latency_bound": lat,
+                            "timer": "triton.testing.do_bench"},
+                "env": {"device_name": "NVIDIA H100 80GB HBM3"}}
+
+    sec = kernel_section([Point(row("to_rows", 0.7312, False)), Point(row("from_rows", None, None))], tmp_path)
+    text = (tmp_path / "tables" / "kernels.csv").read_text()
+    assert "73.1" in text and "% of floor" in text and "latency-bound" in text
+    assert sec is not None

@@ -23,6 +23,10 @@ def _cell(col: str, value) -> str:
     return str(value)
 
 
+def _percent(frac):
+    return None if frac is None else round(100 * frac, 1)
+
+
 def kernel_section(points: list[Point], out_dir: Path) -> Section | None:
     rows = [p for p in points if p.kind == "kernel"]
     if not rows:
@@ -34,6 +38,8 @@ def kernel_section(points: list[Point], out_dir: Path) -> Section | None:
                     "IQR ms": p.metric("kernel_ms_iqr") if p.ok else None,
                     "samples": len(p.series("samples_ms")) if p.ok else None,
                     "TFLOP/s": p.metric("tflops") if p.ok else None, "TB/s": p.metric("tbps") if p.ok else None,
+                    "% of floor": _percent(p.metric("floor_frac")) if p.ok else None,
+                    "latency-bound": {True: "yes", False: "no"}.get(p.metrics.get("latency_bound")),
                     "timer": p.metrics.get("timer"), "point_id": p.point_id})
         records.append(rec)
     raw = pd.DataFrame.from_records(records)
@@ -45,6 +51,8 @@ def kernel_section(points: list[Point], out_dir: Path) -> Section | None:
         "Each POET-X kernel and the torch ops the reference path uses for the same result, timed alone: the "
         "median of every repeat's time (triton.testing.do_bench on CUDA, a perf_counter loop on CPU; CPU "
         "Triton rows ran in the interpreter and say nothing about a GPU). FLOP and bytes are the minimum "
-        "work of kernels/NOTES.md."])
+        "work of kernels/NOTES.md; '% of floor' divides the floor max(FLOP / the dtype's peak, bytes / HBM "
+        "bandwidth) (shared/perf/floors.md) by the time, on GPUs whose peaks are known; 'latency-bound' marks "
+        "kernels under 20 us, where a launch's fixed cost dominates whatever the floor."])
     sec.add(Table(shown.astype(str), csv=rel))
     return sec

@@ -8,16 +8,21 @@
 Writes one JSON object per measurement to DIR/kernels.jsonl and prints a table. Every case runs inside
 its own try/except: a failure is written as a record with "error" and the run goes on.
 
-The `kernel` section's ops and costs are the kernel point kind's (poetx_bench/points/kernel_ops.py); for
-result rows in the harness's schema (one process per point, report, gate) run
-`python -m poetx_bench sweep --suite kernels` (suites/kernels.toml) instead.
+A thin driver over the harness's point kinds, all measurements in one process and one file: the
+`correctness` section runs the correctness kind's check (points/correctness.layer_equivalence) per block
+implementation, `layer` runs layer points (points/layer_timing.run_layer_point), `rows` and `kernel` the
+kernel kind's ops and costs (points/kernel_ops.py), floors from poetx_bench.measure.floor_ms. What only this
+script does: the tile-config sweeps (`sweep`, `bgemm`) that chose the kernels' defaults. For result rows in
+the harness's schema (one process per point, report, gate) run `python -m poetx_bench sweep --suite kernels`
+(suites/kernels.toml), `--suite correctness` or `--suite layer-latency` instead.
 
 What is measured (bf16 by default, tokens=2048):
-  correctness  triton vs torch on this GPU (fp32 with exact dots vs a float64 reference, and bf16)
-  layer        forward+backward of nn.Linear (trainable weight) and POET-X fast/mem x torch/triton,
-               median and IQR of triton.testing.do_bench, peak memory of one step
-  kernel       cayley fwd/bwd, block-perm apply, grad-G reduction (triton and the torch equivalent) with
-               FLOPs, bytes, achieved TFLOP/s and TB/s, and the roofline floor max(bytes/BW, FLOP/peak)
+  correctness  our triton layer (rows and fused block work), fp32 and bf16, vs float64 weight-centric POET
+  layer        forward+backward of nn.Linear and POET-X fast/mem x torch/triton (rows, fused): do_bench
+               median and IQR (as a CUDA graph with --graph), peak memory of one step
+  rows         the row design's passes (to_rows, from_rows, block multiply, block gradient, Cayley fwd/bwd)
+  kernel       the first design's cayley fwd/bwd, block-perm apply, grad-G (triton and the torch equivalent)
+               rows and kernel: FLOPs, bytes, TFLOP/s, TB/s, the floor max(bytes/BW, FLOP/peak) and its fraction
 Only long-stable APIs are used (triton.testing.do_bench with quantiles) so it runs on triton 3.0 .. 3.9.
 """
 
@@ -177,132 +182,69 @@ def _pow2(n: int) -> int:
     return 1 << max(0, int(max(n, 16)) - 1).bit_length()
 
 
-def _seed_layer(layer, std=0.05, seed=0):
-    import torch
-
-    g = torch.Generator(device="cpu").manual_seed(seed)
-    with torch.no_grad():
-        for p in (layer.skew_in, layer.skew_out):
-            p.copy_(torch.randn(p.shape, generator=g) * std)
-    return layer
-
-
 # --------------------------------------------------------------------------------------- sections
 
 
-def correctness(rec, device, blocks, smoke):
-    """triton vs torch on this device: fp32 (exact dots) vs float64, and bf16 vs the fp32 torch path."""
-    import torch
+CHECK_TOL = {"float32": 1e-4, "bfloat16": 3e-2}  # relative Frobenius error against float64 POET
 
-    from poetx_bench.kernels import POETXTritonLinear
-    from poetx_bench.reference.poetx import POETXLinear
+
+def correctness(rec, device, blocks, smoke):
+    """Our triton layer, each block_impl, fp32 and bf16, against float64 weight-centric POET: the correctness
+    kind's check (poetx_bench.points.correctness.layer_equivalence), here once per block implementation."""
+    from poetx_bench.points.correctness import layer_equivalence
 
     shapes = [(64, 96), (100, 70)] if smoke else [(1024, 1536), (1000, 1500), (4096, 4096)]
     tokens = 33 if smoke else 257
-    old_tf32 = torch.backends.cuda.matmul.allow_tf32
     for b in blocks:
         for (i, o) in shapes:
             for mode, impl, dtype in [(m, im, dt) for m in ("fast", "mem") for im in ("rows", "fused")
-                                      for dt in (torch.float32, torch.bfloat16)]:
-                    if dtype == torch.float32 and i * o > 2_000_000 and not smoke:
-                        continue
-                    base = {"section": "correctness", "in": i, "out": o, "b": b, "mode": mode,
-                            "block_impl": impl, "dtype": str(dtype).replace("torch.", ""), "tokens": tokens}
+                                      for dt in ("float32", "bfloat16")]:
+                if dtype == "float32" and i * o > 2_000_000 and not smoke:
+                    continue
+                base = {"section": "correctness", "in": i, "out": o, "b": b, "mode": mode, "block_impl": impl,
+                        "dtype": dtype, "tokens": tokens}
 
-                    def run(i=i, o=o, b=b, mode=mode, dtype=dtype, impl=impl):
-                        torch.backends.cuda.matmul.allow_tf32 = False
-                        try:
-                            ref_dtype = torch.float64 if dtype == torch.float32 else torch.float32
-                            ref = _seed_layer(POETXLinear(i, o, b, mode=mode, device=device,
-                                                          dtype=ref_dtype), seed=b + i)
-                            tri = POETXTritonLinear(i, o, b, mode=mode, block_impl=impl, device=device,
-                                                    dtype=dtype)
-                            tri.load_state_dict({k: (v.to(dtype) if v.is_floating_point() else v)
-                                                 for k, v in ref.state_dict().items()})
-                            ref.load_state_dict({k: (v.to(ref_dtype) if v.is_floating_point() else v)
-                                                 for k, v in tri.state_dict().items()})
-                            g = torch.Generator(device="cpu").manual_seed(1)
-                            x = torch.randn(tokens, i, generator=g).to(device)
-                            gy = torch.randn(tokens, o, generator=g).to(device)
-                            xr = x.to(ref_dtype).detach().clone().requires_grad_(True)
-                            xt = x.to(dtype).detach().clone().requires_grad_(True)
-                            yr = ref(xr)
-                            yr.backward(gy.to(ref_dtype))
-                            yt = tri(xt)
-                            yt.backward(gy.to(dtype))
-                            errs = {"err_y": _rel(yt, yr), "err_x": _rel(xt.grad, xr.grad),
-                                    "err_skew_in": _rel(tri.skew_in.grad, ref.skew_in.grad),
-                                    "err_skew_out": _rel(tri.skew_out.grad, ref.skew_out.grad)}
-                        finally:
-                            torch.backends.cuda.matmul.allow_tf32 = old_tf32
-                        tol = 1e-4 if dtype == torch.float32 else 3e-2
-                        errs["tol"] = tol
-                        errs["ok"] = all(v <= tol for k, v in errs.items() if k.startswith("err_"))
-                        return errs
+                def run(i=i, o=o, b=b, mode=mode, dtype=dtype, impl=impl):
+                    errs = layer_equivalence(i, o, b, f"poetx-{mode}", dtype, device.type, "triton",
+                                             seed=b + i, tokens=tokens, block_impl=impl)
+                    errs["tol"] = CHECK_TOL[dtype]
+                    errs["ok"] = all(v <= errs["tol"] for k, v in errs.items() if k.startswith("rel_err_"))
+                    return errs
 
-                    _guard(rec, base, run)
+                _guard(rec, base, run)
 
 
-def _layer_case(device, dtype, x, gy, i, o, b, mode, backend, name, tokens, timer, peaks, impl="auto"):
-    import torch
+def layers(rec, device, dtype, tokens, shapes, blocks, graph: bool):
+    """forward+backward of one layer: nn.Linear vs POET-X {fast, mem} x {torch, triton rows, triton fused},
+    each a layer point of the layer kind (poetx_bench.points.layer_timing.run_layer_point: do_bench medians,
+    as a CUDA graph with --graph) run in this process."""
+    from poetx_bench.points.layer_timing import run_layer_point
 
-    from poetx_bench.backends import make_poetx_layer
-
-    if name == "linear":
-        layer = torch.nn.Linear(i, o, bias=False, device=device, dtype=dtype)
-        params = [layer.weight]
-        gemm_flop = 3 * 2 * tokens * i * o
-    else:
-        layer = _seed_layer(make_poetx_layer(backend, i, o, b, mode, block_impl=impl, device=device, dtype=dtype))
-        params = [layer.skew_in, layer.skew_out]
-        gemm_flop = (3 if mode == "mem" else 2) * 2 * tokens * i * o
-
-    def step():
-        y = layer(x)
-        y.backward(gy)
-
-    gtn = [x, *params]
-    step()  # compile / warm caches outside the timed region
-    peak_mb = None
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-        for t in gtn:
-            t.grad = None
-        torch.cuda.reset_peak_memory_stats()
-        base_mem = torch.cuda.memory_allocated()
-        step()
-        torch.cuda.synchronize()
-        peak_mb = (torch.cuda.max_memory_allocated() - base_mem) / 2**20
-    q = timer(step, grad_to_none=gtn)
-    res = _timing(q)
-    res["peak_step_mem_mb"] = peak_mb
-    res["gemm_tflops"] = gemm_flop / (q[1] * 1e-3) / 1e12
-    res["gemm_floor_ms"] = gemm_flop / (peaks[0] * 1e12) * 1e3
-    return res
-
-
-def layers(rec, device, dtype, tokens, shapes, blocks, timer, peaks):
-    """forward+backward of one layer: nn.Linear vs POET-X {fast, mem} x {torch, triton}."""
-    import torch
-
+    dt = str(dtype).replace("torch.", "")
     for (i, o) in shapes:
-        g = torch.Generator(device="cpu").manual_seed(0)
-        x = torch.randn(tokens, i, generator=g).to(device=device, dtype=dtype).requires_grad_(True)
-        gy = torch.randn(tokens, o, generator=g).to(device=device, dtype=dtype)
-        methods = [("linear", None, None, None, "auto")]
+        methods = [("linear", "linear", None, "torch", "auto")]
         for b in blocks:
             for mode in ("fast", "mem"):
-                methods.append((f"poetx-{mode}-torch", b, mode, "torch", "auto"))
+                methods.append((f"poetx-{mode}-torch", f"poetx-{mode}", b, "torch", "auto"))
                 for impl in ("rows", "fused"):
-                    methods.append((f"poetx-{mode}-triton-{impl}", b, mode, "triton", impl))
-        for name, b, mode, backend, impl in methods:
-            base = {"section": "layer", "name": name, "in": i, "out": o, "b": b, "mode": mode,
-                    "backend": backend, "block_impl": impl if backend == "triton" else "auto",
-                    "tokens": tokens, "dtype": str(dtype).replace("torch.", "")}
-            _guard(rec, base, partial(_layer_case, device, dtype, x, gy, i, o, b, mode, backend, name, tokens,
-                                      timer, peaks, impl))
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
+                    methods.append((f"poetx-{mode}-triton-{impl}", f"poetx-{mode}", b, "triton", impl))
+        for name, method, b, backend, impl in methods:
+            base = {"section": "layer", "name": name, "in": i, "out": o, "b": b, "mode": method.split("-")[-1],
+                    "backend": backend, "block_impl": impl, "tokens": tokens, "dtype": dt}
+            cfg = {"kind": "layer", "method": method, "in_features": i, "out_features": o, "tokens": tokens,
+                   "block_size": b, "device": device.type, "dtype": dt, "seed": 0, "backend": backend,
+                   "block_impl": impl, "compile": "cudagraph" if graph and device.type == "cuda" else "none",
+                   "repeats": 20 if device.type == "cuda" else 3, "warmup_steps": 3 if device.type == "cuda" else 1}
+            gemm_flop = (3 if method in ("linear", "poetx-mem") else 2) * 2 * tokens * i * o
+
+            def run(cfg=cfg, gemm_flop=gemm_flop):
+                m = run_layer_point(cfg)
+                peak = m.get("peak_memory_bytes")
+                return {"median_ms": m["fwd_bwd_ms"], "iqr_ms": m["fwd_bwd_ms_iqr"],
+                        "peak_step_mem_mb": peak / 2**20 if peak is not None else None,
+                        "gemm_tflops": gemm_flop / (m["fwd_bwd_ms"] * 1e-3) / 1e12, "compile": cfg["compile"]}
+
+            _guard(rec, base, run)
 
 
 def rows_kernels(rec, device, dtype, tokens, dims, blocks, timer, peaks, terms=3):
@@ -539,8 +481,8 @@ def print_table(rows: list[dict]) -> None:
     for r in rows:
         secs.setdefault(r.get("section", "?"), []).append(r)
     cols = {
-        "correctness": ["in", "out", "b", "mode", "block_impl", "dtype", "err_y", "err_x", "err_skew_in",
-                        "err_skew_out", "ok"],
+        "correctness": ["in", "out", "b", "mode", "block_impl", "dtype", "rel_err_output", "rel_err_grad_input",
+                        "rel_err_grad_skew_in", "rel_err_grad_skew_out", "ok"],
         "rows": ["name", "dim", "median_ms", "iqr_ms", "tflops", "tbps", "floor_ms", "floor_frac", "latency_bound"],
         "layer": ["name", "in", "out", "b", "median_ms", "iqr_ms", "peak_step_mem_mb", "gemm_tflops"],
         "kernel": ["name", "impl", "dim", "b", "n_blocks", "median_ms", "iqr_ms", "tflops", "tbps", "floor_ms",
@@ -642,9 +584,9 @@ def main(argv=None) -> int:
         correctness(rec, device, blocks if not args.cpu_smoke else [32], args.cpu_smoke)
     if "layer" in sections:
         first, rest = shapes[:1], shapes[1:]
-        layers(rec, device, dtype, args.tokens, first, blocks, timer, peaks)
+        layers(rec, device, dtype, args.tokens, first, blocks, args.graph)
         if rest:
-            layers(rec, device, dtype, args.tokens, rest, [args.main_block], timer, peaks)
+            layers(rec, device, dtype, args.tokens, rest, [args.main_block], args.graph)
     if "rows" in sections:
         dims = sorted({d for s in shapes for d in s})
         rows_kernels(rec, device, dtype, args.tokens, dims, [args.main_block], timer, peaks)

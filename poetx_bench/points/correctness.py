@@ -103,8 +103,9 @@ def _rel(a, b) -> float:
 
 
 def layer_equivalence(fin: int, fout: int, b: int, method: str, dtype: str, device: str, backend: str,
-                      seed: int = 0, tokens: int = TOKENS) -> dict:
-    """Relative errors of one layer against float64 weight-centric POET on the same state."""
+                      seed: int = 0, tokens: int = TOKENS, block_impl: str = "auto") -> dict:
+    """Relative errors of one layer against float64 weight-centric POET on the same state (block_impl: how
+    our triton backend runs its block work; bench/kernel_bench.py checks each)."""
     import torch
 
     from ..methods import get_method
@@ -127,7 +128,7 @@ def layer_equivalence(fin: int, fout: int, b: int, method: str, dtype: str, devi
 
     expected = run(ref, x, gy)
     dt = getattr(torch, dtype)
-    layer = get_method(method).build_layer(fin, fout, b, {"backend": backend}, device, dt)
+    layer = get_method(method).build_layer(fin, fout, b, {"backend": backend, "block_impl": block_impl}, device, dt)
     layer.load_state_dict({k: v.to(device=device, dtype=dt if v.is_floating_point() else v.dtype)
                            for k, v in ref.state_dict().items()})
     got = run(layer, x.to(device, dt), gy.to(device, dt))

@@ -403,3 +403,14 @@ def test_paper_latency_only_beside_the_papers_shape(tmp_path):
     assert wide and square
     assert all(r["paper_fwd_bwd_ms"] for r in wide if r["method"] in ("linear", "poetx-fast"))
     assert not any(r["paper_fwd_bwd_ms"] or r["ratio"] for r in square)
+
+
+def test_failed_points_table_shortens_oom_messages_but_the_csv_keeps_them():
+    from poetx_bench.report.tables import short_error
+
+    oom = ("OutOfMemoryError: CUDA out of memory. Tried to allocate 1024.00 MiB. GPU 0 has a total capacity of "
+           "79.18 GiB of which 4.19 MiB is free. Including non-PyTorch memory, this process has 79.17 GiB")
+    assert short_error(oom) == "OutOfMemoryError: CUDA out of memory. Tried to allocate 1024.00 MiB."
+    assert short_error("Timeout: no result after 120s") == "Timeout: no result after 120s"
+    long = "E" * 300
+    assert len(short_error(long)) == 160 and short_error(long).endswith("…")

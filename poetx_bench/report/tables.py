@@ -5,6 +5,7 @@ Each table's raw data goes to tables/<name>.csv (numbers unformatted); the secti
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -312,6 +313,15 @@ def throughput_section(points: list[Point], out_dir: Path, allow_different_devic
 
 # --- status summary & environment ----------------------------------------------------------------
 
+def short_error(text: str, limit: int = 160) -> str:
+    """An error line as a table cell: CUDA's OOM message up to its allocation request (the rest is the
+    allocator's advice), anything else cut at `limit` characters."""
+    m = re.search(r"CUDA out of memory\. Tried to allocate [\d.]+ [KMGT]?i?B\.", text)
+    if m:
+        return text[:m.end()]
+    return text if len(text) <= limit else text[:limit - 1].rstrip() + "…"
+
+
 def status_section(points: list[Point], out_dir: Path, superseded: int = 0) -> Section:
     title = "Status summary"
     if not points:
@@ -333,8 +343,10 @@ def status_section(points: list[Point], out_dir: Path, superseded: int = 0) -> S
             "source": f"{Path(p.file).name}:{p.line}", "point_id": p.point_id or MISSING,
         } for p in bad]
         bad_df = pd.DataFrame.from_records(records)
-        sec.add("Points that did not finish (error message, first line):")
-        sec.add(Table(bad_df, csv=_save_table(bad_df, out_dir, "failed_points")))
+        csv_rel = _save_table(bad_df, out_dir, "failed_points")  # the whole first line of each error
+        shown = bad_df.assign(error=bad_df["error"].map(short_error))
+        sec.add("Points that did not finish (error message, first line; whole in the CSV):")
+        sec.add(Table(shown, csv=csv_rel))
     else:
         sec.add("All points finished ok.")
     return sec

@@ -155,23 +155,21 @@ def _rel(a, b) -> float:
     return float((a - b).abs().max() / b.abs().max().clamp_min(1e-30))
 
 
-def _peaks(device_name: str):
-    """The (bf16, fp32, HBM) peaks the floors use for this device: measure.FLOOR_PEAKS, H100 SXM if unknown."""
+def _floor_device(device_name: str) -> str:
+    """The device whose peaks the floors use (measure.FLOOR_PEAKS): this one, or H100 SXM if unknown."""
     from poetx_bench.measure import FLOOR_PEAKS
 
-    name = next((k for k in FLOOR_PEAKS if k in device_name), FLOOR_FALLBACK_DEVICE)
-    bf16, fp32, hbm = FLOOR_PEAKS[name]
-    return (bf16 / 1e12, fp32 / 1e12, hbm / 1e12, name)
+    return next((k for k in FLOOR_PEAKS if k in device_name), FLOOR_FALLBACK_DEVICE)
 
 
-def _floor_ms(flop: float, nbytes: float, dtype, peaks) -> float:
+def _floor_ms(flop: float, nbytes: float, dtype, floor_device: str) -> float:
     from poetx_bench.measure import floor_ms
 
-    return floor_ms(flop, nbytes, peaks[3], str(dtype).replace("torch.", ""))
+    return floor_ms(flop, nbytes, floor_device, str(dtype).replace("torch.", ""))
 
 
-def _rates(flop, nbytes, med_ms, dtype, peaks) -> dict:
-    floor = _floor_ms(flop, nbytes, dtype, peaks)
+def _rates(flop, nbytes, med_ms, dtype, floor_device) -> dict:
+    floor = _floor_ms(flop, nbytes, dtype, floor_device)
     s = med_ms * 1e-3
     return {"flop": flop, "bytes": nbytes, "tflops": flop / s / 1e12 if s > 0 else None,
             "tbps": nbytes / s / 1e12 if s > 0 else None, "floor_ms": floor,
@@ -247,7 +245,7 @@ def layers(rec, device, dtype, tokens, shapes, blocks, graph: bool):
             _guard(rec, base, run)
 
 
-def rows_kernels(rec, device, dtype, tokens, dims, blocks, timer, peaks, terms=3):
+def rows_kernels(rec, device, dtype, tokens, dims, blocks, timer, floor_device, terms=3):
     """The row-domain design's passes (kernels/rows.py) at D in dims: the kernel kind's ops and costs
     (poetx_bench.points.kernel_ops), each against its floor (shared/perf/floors.md); kernels under 20 us are
     flagged launch-latency-bound ("latency_bound") since a launch costs a few us whatever the floor."""
@@ -271,7 +269,7 @@ def rows_kernels(rec, device, dtype, tokens, dims, blocks, timer, peaks, terms=3
                 def run(fn=fn, flop=flop, nbytes=nbytes):
                     fn()
                     q = timer(fn)
-                    res = {**_timing(q), **_rates(flop, nbytes, q[1], dtype, peaks)}
+                    res = {**_timing(q), **_rates(flop, nbytes, q[1], dtype, floor_device)}
                     res["latency_bound"] = q[1] < LATENCY_BOUND_MS
                     return res
 
@@ -294,15 +292,15 @@ def _kernel_fns(device, dtype, tokens, dim, b, terms):
     return inp.n, all_cases(inp)
 
 
-def _timed(fn, gtn, timer, cost, kd, peaks):
+def _timed(fn, gtn, timer, cost, kd, floor_device):
     fn()
     res = _timing(timer(fn, grad_to_none=gtn))
     if cost is not None:
-        res.update(_rates(*cost, res["median_ms"], kd, peaks))
+        res.update(_rates(*cost, res["median_ms"], kd, floor_device))
     return res
 
 
-def kernels(rec, device, dtype, tokens, dims, blocks, timer, peaks, terms=3):
+def kernels(rec, device, dtype, tokens, dims, blocks, timer, floor_device, terms=3):
     """Per-kernel times, triton vs the torch ops the reference path uses for the same result."""
     import torch
 
@@ -320,7 +318,7 @@ def kernels(rec, device, dtype, tokens, dims, blocks, timer, peaks, terms=3):
             for kname, impl, fn, gtn in cases:
                 base = {**base0, "name": kname, "impl": impl, "n_blocks": n}
                 kd = torch.float32 if kname.startswith("cayley") else dtype
-                _guard(rec, base, partial(_timed, fn, gtn, timer, costs.get(kname), kd, peaks))
+                _guard(rec, base, partial(_timed, fn, gtn, timer, costs.get(kname), kd, floor_device))
             del cases
             if device.type == "cuda":
                 torch.cuda.empty_cache()
@@ -365,7 +363,7 @@ BGEMM_CONFIGS = [
 ]
 
 
-def bgemm_sweep(rec, device, dtype, timer, peaks, b=256, counts=(12, 16, 24, 56, 72)):
+def bgemm_sweep(rec, device, dtype, timer, floor_device, b=256, counts=(12, 16, 24, 56, 72)):
     """Tile configs of the fused Cayley product (two pairs + C + D + I, the forward's second launch) at
     several block counts n: small n leaves SMs idle with big tiles. Restores the default afterwards."""
     import torch
@@ -387,7 +385,7 @@ def bgemm_sweep(rec, device, dtype, timer, peaks, b=256, counts=(12, 16, 24, 56,
                     fn = partial(R.bgemm, [(2, q, s_), (1, s_, s_)], c=c, beta=2, d=s_, delta=2, gamma=1)
                     fn()
                     qq = timer(fn)
-                    return {**_timing(qq), **_rates(2 * 2 * n * b ** 3, 5 * n * b * b * elt, qq[1], dtype, peaks)}
+                    return {**_timing(qq), **_rates(2 * 2 * n * b ** 3, 5 * n * b * b * elt, qq[1], dtype, floor_device)}
 
                 _guard(rec, base, run)
 
@@ -395,7 +393,7 @@ def bgemm_sweep(rec, device, dtype, timer, peaks, b=256, counts=(12, 16, 24, 56,
                 fn = partial(torch.bmm, q, s_)
                 fn()
                 qq = timer(fn)
-                return {**_timing(qq), **_rates(2 * n * b ** 3, 3 * n * b * b * elt, qq[1], dtype, peaks)}
+                return {**_timing(qq), **_rates(2 * n * b ** 3, 3 * n * b * b * elt, qq[1], dtype, floor_device)}
 
             _guard(rec, {"section": "bgemm", "name": f"cublas_bmm_n{n}", "dim": n * b, "config": None}, run_cublas)
     finally:
@@ -403,7 +401,7 @@ def bgemm_sweep(rec, device, dtype, timer, peaks, b=256, counts=(12, 16, 24, 56,
         R.BGEMM_TILE.update(default)
 
 
-def sweep(rec, device, dtype, tokens, dim, blocks, timer, peaks, terms=3):
+def sweep(rec, device, dtype, tokens, dim, blocks, timer, floor_device, terms=3):
     """Time a few tile configs per kernel (for choosing the defaults in block_perm.py / cayley.py)."""
     import torch
 
@@ -423,7 +421,7 @@ def sweep(rec, device, dtype, tokens, dim, blocks, timer, peaks, terms=3):
                 base = {"section": "sweep", "name": "apply", "transpose": transpose, "cfg": cfg, "b": b,
                         "dim": dim, "tokens": tokens, "dtype": dt}
                 fn = partial(block_perm_apply_full_, x, gblk, perm, b, transpose, out, cfg)
-                _guard(rec, base, partial(_timed, fn, None, timer, costs["apply"], dtype, peaks))
+                _guard(rec, base, partial(_timed, fn, None, timer, costs["apply"], dtype, floor_device))
         for bd, bc, br, w, s, split in GRAD_SWEEP:
             if bd > _pow2(b) or bc > _pow2(b) or (bd < 64 and b >= 128):
                 continue
@@ -431,7 +429,7 @@ def sweep(rec, device, dtype, tokens, dim, blocks, timer, peaks, terms=3):
             base = {"section": "sweep", "name": "grad", "cfg": cfg, "b": b, "dim": dim, "tokens": tokens,
                     "dtype": dt}
             fn = partial(block_perm_grad, x, x, perm, b, n, config=cfg)
-            _guard(rec, base, partial(_timed, fn, None, timer, costs["grad"], dtype, peaks))
+            _guard(rec, base, partial(_timed, fn, None, timer, costs["grad"], dtype, floor_device))
         for bm, bn, bk, w, s in CAYLEY_SWEEP:
             if bm > _pow2(b) or bn > _pow2(b) or bk > _pow2(b):
                 continue
@@ -442,7 +440,7 @@ def sweep(rec, device, dtype, tokens, dim, blocks, timer, peaks, terms=3):
                     fn = partial(cayley_neumann_forward, packed, b, terms, config=cfg)
                 else:
                     fn = partial(cayley_neumann_backward, packed, gg, b, terms, config=cfg)
-                _guard(rec, base, partial(_timed, fn, None, timer, costs[kname], torch.float32, peaks))
+                _guard(rec, base, partial(_timed, fn, None, timer, costs[kname], torch.float32, floor_device))
         # same default configs with each block's slice of perm sorted: how much does line locality of the
         # gathered columns matter? (timing only; a sorted layout would need G permuted accordingly)
         perm_sorted = perm.clone()
@@ -454,10 +452,10 @@ def sweep(rec, device, dtype, tokens, dim, blocks, timer, peaks, terms=3):
                 fn = partial(block_perm_apply_full_, x, gblk, perm_sorted, b, True, out)
             else:
                 fn = partial(block_perm_grad, x, x, perm_sorted, b, n)
-            _guard(rec, base, partial(_timed, fn, None, timer, costs[kname], dtype, peaks))
+            _guard(rec, base, partial(_timed, fn, None, timer, costs[kname], dtype, floor_device))
         base = {"section": "sweep", "name": "torch-index_select", "b": b, "dim": dim, "tokens": tokens, "dtype": dt}
         _guard(rec, base, partial(_timed, partial(torch.index_select, x, 1, perm), None, timer,
-                                  (0, 2 * x.numel() * elt), dtype, peaks))
+                                  (0, 2 * x.numel() * elt), dtype, floor_device))
         del x, gblk, packed, gg, out
         if device.type == "cuda":
             torch.cuda.empty_cache()
@@ -552,7 +550,9 @@ def main(argv=None) -> int:
     if args.sweep:
         sections.add("sweep")
     dev_name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
-    peaks = _peaks(dev_name)
+    from poetx_bench.measure import FLOOR_PEAKS
+
+    floor_device = _floor_device(dev_name)
     try:
         import triton
 
@@ -576,7 +576,8 @@ def main(argv=None) -> int:
     rec.add({"section": "env", "env": environment(use_torch_cuda=device.type == "cuda"),
              "torch": torch.__version__, "triton": triton_version,
              "triton_available": K.triton_available(), "python": platform.python_version(),
-             "peaks_bf16_tflops_fp32_tflops_hbm_tbps_device": peaks, "argv": sys.argv[1:],
+             "floor_device": floor_device, "floor_peaks_bf16_fp32_flops_hbm_bytes_per_s": FLOOR_PEAKS[floor_device],
+             "argv": sys.argv[1:],
              "default_gpu_configs": configs, "default_block_impl": K.resolve_block_impl("auto")})
     timer = make_timer(device, args.rep_ms, args.warmup_ms, graph=args.graph and device.type == "cuda")
     t0 = time.time()
@@ -589,16 +590,16 @@ def main(argv=None) -> int:
             layers(rec, device, dtype, args.tokens, rest, [args.main_block], args.graph)
     if "rows" in sections:
         dims = sorted({d for s in shapes for d in s})
-        rows_kernels(rec, device, dtype, args.tokens, dims, [args.main_block], timer, peaks)
+        rows_kernels(rec, device, dtype, args.tokens, dims, [args.main_block], timer, floor_device)
     if "kernel" in sections:
         dims = sorted({d for s in shapes for d in s})
-        kernels(rec, device, dtype, args.tokens, dims[:1], blocks, timer, peaks)
+        kernels(rec, device, dtype, args.tokens, dims[:1], blocks, timer, floor_device)
         if len(dims) > 1:
-            kernels(rec, device, dtype, args.tokens, dims[1:], [args.main_block], timer, peaks)
+            kernels(rec, device, dtype, args.tokens, dims[1:], [args.main_block], timer, floor_device)
     if "sweep" in sections:
-        sweep(rec, device, dtype, args.tokens, shapes[0][0], blocks, timer, peaks)
+        sweep(rec, device, dtype, args.tokens, shapes[0][0], blocks, timer, floor_device)
     if "bgemm" in sections and device.type == "cuda":
-        bgemm_sweep(rec, device, dtype, timer, peaks,
+        bgemm_sweep(rec, device, dtype, timer, floor_device,
                     counts=tuple(int(v) for v in args.bgemm_counts.split(",") if v))
     print_table(rec.rows)
     n_err = sum(1 for r in rec.rows if "error" in r)

@@ -40,11 +40,11 @@ class POETXTritonLinear(POETXLinear):
     torch fallbacks (rows) or the reference's torch path (fused/torch, whose kernels are fp32-only)."""
 
     def __init__(self, in_features: int, out_features: int, block_size: int, mode: str = "fast",
-                 block_impl: str = "auto", **kwargs):
+                 block_impl: str = "auto", cayley_keep: str = "params", **kwargs):
         super().__init__(in_features, out_features, block_size, mode=mode, **kwargs)
         self.block_impl = resolve_block_impl(block_impl)
         self._model_blocks = None  # set for one forward by model_cayley.ModelCayley
-        self.cayley_keep = "params"  # "qs": keep the forward's Q and S for backward (rows.CayleyFunction)
+        self.cayley_keep = _checked_keep(cayley_keep)  # "qs": backward uses the forward's Q, S (rows.CayleyFunction)
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", block_impl={self.block_impl}"
@@ -60,12 +60,18 @@ class POETXTritonLinear(POETXLinear):
         return y if self.bias is None else y + self.bias
 
 
-def set_cayley_keep(module: torch.nn.Module, keep: str) -> int:
-    """Apply a `cayley_keep` setting to every POET-X Triton layer of `module`; returns how many."""
+def _checked_keep(keep: str) -> str:
     from .rows import CAYLEY_KEEPS
 
     if keep not in CAYLEY_KEEPS:
         raise ValueError(f"cayley_keep must be one of {CAYLEY_KEEPS}, got {keep!r}")
+    return keep
+
+
+def set_cayley_keep(module: torch.nn.Module, keep: str) -> int:
+    """Change the `cayley_keep` setting of every POET-X Triton layer of a built `module` (layers built by the
+    harness get it at construction); returns how many."""
+    _checked_keep(keep)
     layers = [m for m in module.modules() if isinstance(m, POETXTritonLinear)]
     for m in layers:
         m.cayley_keep = keep

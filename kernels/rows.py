@@ -105,11 +105,8 @@ def _skew_unpack(packed: torch.Tensor, b: int, out: torch.Tensor | None = None) 
     n = packed.shape[0]
     if use_kernels(packed) and n and packed.dtype != torch.float64:  # the kernel works in fp32
         q = torch.empty(n, b, b, dtype=packed.dtype, device=packed.device) if out is None else out
-        bm = 32 if not is_interpreted(packed.device) else 64
         packed = packed.contiguous()
-        kernels_for(packed.device).cayley_unpack_kernel[(n, _cdiv(b, bm))](
-            packed, packed, n, q, b, packed.shape[1], BM=bm, BN=min(128, _pow2(b)), num_warps=4)
-        return q
+        return _launch_unpack(packed, packed, n, q)
     upper = packed.new_zeros(n, b * b)
     upper.index_copy_(1, _triu_flat(b, packed.device), packed)
     upper = upper.view(n, b, b)
@@ -129,11 +126,26 @@ def _skew_pack_grad(s: torch.Tensor) -> torch.Tensor:
     n, b, _ = s.shape
     if use_kernels(s) and n and s.dtype != torch.float64:  # the kernel works in fp32
         out = torch.empty(n, b * (b - 1) // 2, dtype=s.dtype, device=s.device)
-        bm = 32 if not is_interpreted(s.device) else 64
-        kernels_for(s.device).skew_pack_grad_kernel[(n, _cdiv(b, bm))](
-            s.contiguous(), out, out, n, b, out.shape[1], BM=bm, BN=min(64, _pow2(b)), num_warps=4)
+        _launch_pack(s, out, out, n)
         return out
     return (s - s.transpose(-1, -2)).flatten(1).index_select(1, _triu_flat(b, s.device))
+
+
+def _launch_unpack(p0: torch.Tensor, p1: torch.Tensor, n_first: int, q: torch.Tensor) -> torch.Tensor:
+    """One cayley_unpack_kernel launch into q (n, b, b): blocks below n_first from p0, the rest from p1."""
+    b = q.shape[-1]
+    bm = 32 if not is_interpreted(q.device) else 64
+    kernels_for(q.device).cayley_unpack_kernel[(q.shape[0], _cdiv(b, bm))](
+        p0, p1, n_first, q, b, p0.shape[1], BM=bm, BN=min(128, _pow2(b)), num_warps=4)
+    return q
+
+
+def _launch_pack(s: torch.Tensor, out0: torch.Tensor, out1: torch.Tensor, n_first: int) -> None:
+    """One skew_pack_grad_kernel launch over s (n, b, b): blocks below n_first into out0, the rest into out1."""
+    b = s.shape[-1]
+    bm = 32 if not is_interpreted(s.device) else 64
+    kernels_for(s.device).skew_pack_grad_kernel[(s.shape[0], _cdiv(b, bm))](
+        s.contiguous(), out0, out1, n_first, b, out0.shape[1], BM=bm, BN=min(64, _pow2(b)), num_warps=4)
 
 
 def _pow2(n: int) -> int:
@@ -278,9 +290,9 @@ def cayley_units(terms: int) -> tuple[int, int]:
     return terms, 3 * terms
 
 
-def cayley_forward(q: torch.Tensor, terms: int) -> torch.Tensor:
-    """G of dense skew blocks Q: the square form for t = 2, 3, Horner otherwise."""
-    return square_form_blocks(q, terms) if terms in SQUARE_FORM_TERMS else horner_blocks(q, terms)
+def cayley_forward(q: torch.Tensor, terms: int, s: torch.Tensor | None = None) -> torch.Tensor:
+    """G of dense skew blocks Q: the square form for t = 2, 3 (S = Q^2 given or computed), Horner otherwise."""
+    return square_form_blocks(q, terms, s) if terms in SQUARE_FORM_TERMS else horner_blocks(q, terms)
 
 
 def cayley_backward_dq(q: torch.Tensor, grad_g: torch.Tensor, terms: int,
@@ -289,7 +301,7 @@ def cayley_backward_dq(q: torch.Tensor, grad_g: torch.Tensor, terms: int,
             else horner_backward_dq(q, grad_g, terms))
 
 
-def _two_sided(tensors, b: int) -> bool:
+def _two_sided(tensors) -> bool:
     """Whether two packed tensors (or their gradients) go through one kernel launch (both sides of a layer)."""
     return (len(tensors) == 2 and not torch.compiler.is_compiling() and use_kernels(tensors[0])
             and tensors[0].dtype != torch.float64 and tensors[0].dtype == tensors[1].dtype
@@ -301,12 +313,9 @@ def _unpack_all(packed: tuple[torch.Tensor, ...], b: int) -> torch.Tensor:
     of the packed parameters (each is unpacked straight into its slice; two sides in one launch)."""
     sizes = [p.shape[0] for p in packed]
     q = torch.empty(sum(sizes), b, b, dtype=packed[0].dtype, device=packed[0].device)
-    if _two_sided(packed, b):
+    if _two_sided(packed):
         p0, p1 = (p.contiguous() for p in packed)
-        bm = 32 if not is_interpreted(p0.device) else 64
-        kernels_for(p0.device).cayley_unpack_kernel[(q.shape[0], _cdiv(b, bm))](
-            p0, p1, sizes[0], q, b, p0.shape[1], BM=bm, BN=min(128, _pow2(b)), num_warps=4)
-        return q
+        return _launch_unpack(p0, p1, sizes[0], q)
     for p, part in zip(packed, q.split(sizes)):
         skew_unpack(p, b, out=part)
     return q
@@ -316,13 +325,10 @@ def _pack_all(dq: torch.Tensor, sizes: list[int]) -> list[torch.Tensor]:
     """Packed-parameter gradients of each part of dQ (split by sizes; two parts in one launch)."""
     parts = dq.split(sizes)
     b = dq.shape[-1]
-    if not _two_sided(parts, b) or b < 2:
+    if not _two_sided(parts) or b < 2:
         return [skew_pack_grad(part) for part in parts]
-    n_packed = b * (b - 1) // 2
-    outs = [torch.empty(n, n_packed, dtype=dq.dtype, device=dq.device) for n in sizes]
-    bm = 32 if not is_interpreted(dq.device) else 64
-    kernels_for(dq.device).skew_pack_grad_kernel[(dq.shape[0], _cdiv(b, bm))](
-        dq.contiguous(), outs[0], outs[1], sizes[0], b, n_packed, BM=bm, BN=min(64, _pow2(b)), num_warps=4)
+    outs = [torch.empty(n, b * (b - 1) // 2, dtype=dq.dtype, device=dq.device) for n in sizes]
+    _launch_pack(dq, outs[0], outs[1], sizes[0])
     return outs
 
 
@@ -346,7 +352,7 @@ class CayleyFunction(torch.autograd.Function):
             return cayley_forward(q, terms)
         s = bgemm([(1, q, q)]) if terms in SQUARE_FORM_TERMS else None
         ctx.save_for_backward(q, s)
-        return square_form_blocks(q, terms, s) if s is not None else cayley_forward(q, terms)
+        return cayley_forward(q, terms, s)
 
     @staticmethod
     def backward(ctx, grad_g):

@@ -15,23 +15,28 @@ from pathlib import Path
 
 import torch
 
-# bf16 dense tensor-core peaks (FLOP/s), from the vendors' data sheets
-BF16_PEAK_FLOPS = {"H100 SXM": 989.4e12, "H100 80GB HBM3": 989.4e12, "H100 PCIe": 756.0e12,
-                   "H100": 989.4e12, "H200": 989.4e12, "A100": 312.0e12, "L40S": 362.05e12,
-                   "RTX 4090": 165.2e12}
-
-
-# the floor of a kernel (shared/perf/floors.md): max(FLOPs / peak of the dtype it computes in, bytes / HBM
-# bandwidth); (bf16/fp16 tensor, fp32-as-tf32 tensor) FLOP/s and HBM bytes/s from the vendors' data sheets
-FLOOR_PEAKS = {"H100 80GB HBM3": (989.4e12, 494.7e12, 3.35e12), "H100 SXM": (989.4e12, 494.7e12, 3.35e12),
-               "H100 PCIe": (756.0e12, 378.0e12, 2.0e12), "H200": (989.4e12, 494.7e12, 4.8e12)}
+# Per device (matched by substring, most specific first): dense bf16/fp16 tensor-core FLOP/s, fp32 (as tf32)
+# tensor FLOP/s and HBM bytes/s, from the vendors' data sheets; None where the name leaves it open (memory
+# variants). MFU uses the first column; kernel floors (shared/perf/floors.md) all three.
+DEVICE_PEAKS = {
+    "H100 80GB HBM3": (989.4e12, 494.7e12, 3.35e12), "H100 SXM": (989.4e12, 494.7e12, 3.35e12),
+    "H100 PCIe": (756.0e12, 378.0e12, 2.0e12), "H100": (989.4e12, None, None),
+    "H200": (989.4e12, 494.7e12, 4.8e12), "A100": (312.0e12, None, None), "L40S": (362.05e12, None, None),
+    "RTX 4090": (165.2e12, None, None),
+}
+FLOOR_PEAKS = {k: v for k, v in DEVICE_PEAKS.items() if None not in v}  # devices with a complete floor
 LATENCY_BOUND_MS = 0.020  # below this a kernel's time is mostly launch latency, whatever its floor
 
 
+def _device_peaks(device_name: str | None):
+    return next((v for k, v in DEVICE_PEAKS.items() if device_name and k in device_name), None)
+
+
 def floor_ms(flop: float, nbytes: float, device_name: str | None, dtype: str) -> float | None:
-    """The kernel's floor in ms on this device (None where the device's peaks are not known)."""
-    peaks = next((v for k, v in FLOOR_PEAKS.items() if device_name and k in device_name), None)
-    if peaks is None:
+    """A kernel's floor in ms on this device: max(FLOPs / the peak of the dtype it computes in, bytes / HBM
+    bandwidth); None where the device's peaks are not known."""
+    peaks = _device_peaks(device_name)
+    if peaks is None or None in peaks:
         return None
     flops = peaks[0] if dtype in ("bfloat16", "float16") else peaks[1]
     return max((flop or 0) / flops, (nbytes or 0) / peaks[2]) * 1e3
@@ -39,12 +44,10 @@ def floor_ms(flop: float, nbytes: float, device_name: str | None, dtype: str) ->
 
 def bf16_peak_flops(device_name: str | None, dtype: str = "bfloat16") -> float | None:
     """Dense bf16/fp16 tensor-core peak; None for other compute dtypes (MFU would not be comparable)."""
-    if not device_name or dtype not in ("bfloat16", "float16"):
+    if dtype not in ("bfloat16", "float16"):
         return None
-    for key, val in BF16_PEAK_FLOPS.items():
-        if key in device_name:
-            return val
-    return None
+    peaks = _device_peaks(device_name)
+    return peaks[0] if peaks else None
 
 
 # --- CPU memory ------------------------------------------------------------------------------------

@@ -88,3 +88,20 @@ def test_cayley_keep_qs_matches_recompute_and_is_validated(tmp_path):
     with pytest.raises(ValueError, match="cayley_keep"):
         set_cayley_keep(model, "everything")
     assert main(["sweep", "--suite", "smoke", "--dry-run", "--set", "cayley_keep=everything"]) == 2
+
+
+def test_cayley_keep_reaches_the_layers_from_a_point_config():
+    """The `cayley_keep` config key is given to every POET-X layer at construction (training and layer
+    points); the torch backend, which has no such choice, refuses it."""
+    from poetx_bench.backends import make_poetx_layer
+    from poetx_bench.points.training import Trainer
+
+    cfg = {"kind": "train", "method": "poetx-fast", "model": "tiny", "block_size": 32, "seq_len": 16,
+           "batch_size": 2, "device": "cpu", "dtype": "float32", "seed": 0, "data": "synthetic",
+           "merge_every": 200, "backend": "triton", "cayley_keep": "qs"}
+    model = Trainer(cfg, torch.device("cpu")).model
+    keeps = {m.cayley_keep for m in model.modules() if hasattr(m, "cayley_keep")}
+    assert keeps == {"qs"}
+    assert make_poetx_layer("triton", 64, 96, 32, "mem", cayley_keep="qs").cayley_keep == "qs"
+    with pytest.raises(ValueError, match="cayley_keep"):
+        make_poetx_layer("torch", 64, 96, 32, "fast", cayley_keep="qs")

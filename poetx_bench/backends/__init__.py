@@ -67,13 +67,14 @@ def check_backend(name: str) -> Backend:
     return BACKENDS[name]
 
 
-def poetx_layer_class(backend: str, block_impl: str = "auto"):
+def poetx_layer_class(backend: str, block_impl: str = "auto", cayley_keep: str = "params"):
     """The POET-X layer class (or a partial of it) of one of our backends; None for the official one,
     which converts models its own way (backends/official.py)."""
     check_backend(backend)
     if backend == "torch":
-        if block_impl != "auto":
-            raise ValueError(f"block_impl={block_impl!r} applies to backend=triton only")
+        if block_impl != "auto" or cayley_keep != "params":
+            raise ValueError(f"block_impl={block_impl!r}, cayley_keep={cayley_keep!r}: these apply to "
+                             "backend=triton only")
         from ..reference.poetx import POETXLinear
 
         return POETXLinear
@@ -82,18 +83,20 @@ def poetx_layer_class(backend: str, block_impl: str = "auto"):
 
         from ..kernels import POETXTritonLinear, resolve_block_impl
 
-        return functools.partial(POETXTritonLinear, block_impl=resolve_block_impl(block_impl))
+        return functools.partial(POETXTritonLinear, block_impl=resolve_block_impl(block_impl),
+                                 cayley_keep=cayley_keep)
     return None
 
 
 def make_poetx_layer(backend: str, in_features: int, out_features: int, block_size: int, mode: str,
-                     block_impl: str = "auto", **kwargs):
+                     block_impl: str = "auto", cayley_keep: str = "params", **kwargs):
     """One POET-X layer of any backend (the official one through its adapter)."""
     if backend == "official":
         from .official import build_layer
 
         return build_layer(in_features, out_features, block_size, mode, kwargs.get("device"), kwargs.get("dtype"))
-    return poetx_layer_class(backend, block_impl)(in_features, out_features, block_size, mode=mode, **kwargs)
+    return poetx_layer_class(backend, block_impl, cayley_keep)(in_features, out_features, block_size, mode=mode,
+                                                             **kwargs)
 
 
 def skip_reason(method: str, backend: str | None, device: str) -> str | None:

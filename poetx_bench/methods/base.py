@@ -49,7 +49,8 @@ class HParam:
 @dataclass(frozen=True)
 class BuildContext:
     """Harness facts a method's build may use: where to put the model, its seed, the merge period, the
-    compute dtype (autocast of mixed precision), the POET-X backend and block implementation, and
+    compute dtype (autocast of mixed precision), the POET-X backend, block implementation and what its
+    Cayley backward keeps, and
     layer options (cayley, neumann_terms, poetx_cls)."""
 
     device: Any = None
@@ -58,6 +59,7 @@ class BuildContext:
     compute_dtype: torch.dtype | None = None
     backend: str | None = None
     block_impl: str = "auto"
+    cayley_keep: str = "params"
     layer_opts: Mapping[str, Any] = field(default_factory=dict)
 
 

@@ -24,7 +24,8 @@ def _build(method: str):
             from ..backends import poetx_layer_class
 
             ctx = replace(ctx, layer_opts={**ctx.layer_opts,
-                                           "poetx_cls": poetx_layer_class(ctx.backend, ctx.block_impl)})
+                                           "poetx_cls": poetx_layer_class(ctx.backend, ctx.block_impl,
+                                                                                          ctx.cayley_keep)})
         return ours(model, block_size, hp, ctx)
 
     def build_layer(fin, fout, b, cfg, device, dtype):
@@ -41,7 +42,8 @@ def _build(method: str):
                 layer.oft_R.normal_(0, 1e-2)
             return layer
         return mid_training(make_poetx_layer(backend, fin, fout, b, mode, block_impl=cfg.get("block_impl", "auto"),
-                                             device=device, dtype=dtype))
+                                             cayley_keep=cfg.get("cayley_keep", "params"), device=device,
+                                             dtype=dtype))
 
     return build, build_layer
 

@@ -121,10 +121,6 @@ def run_layer_point(cfg: dict) -> dict:
     dtype = DTYPES[cfg["dtype"]]
     torch.manual_seed(cfg["seed"])
     layer = build_layer(cfg, device, dtype)
-    if cfg.get("cayley_keep", "params") != "params" and cfg.get("backend") == "triton":
-        from ..kernels import set_cayley_keep
-
-        set_cayley_keep(layer, cfg["cayley_keep"])
     x = torch.randn(cfg["tokens"], cfg["in_features"], device=device, dtype=dtype, requires_grad=True)
     gy = torch.randn(cfg["tokens"], cfg["out_features"], device=device, dtype=dtype)
 

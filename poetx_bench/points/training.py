@@ -95,7 +95,7 @@ class Trainer:
         self.prepared = prepare(model, cfg["method"], cfg.get("block_size"), device=device, seed=cfg["seed"],
                                 merge_every=cfg.get("merge_every", 200), hparams=cfg.get("hparams"),
                                 backend=cfg.get("backend", "torch"), block_impl=cfg.get("block_impl", "auto"),
-                                compute_dtype=dtype, checkpointing=bool(cfg.get("checkpointing", False)))
+                                cayley_keep=cfg.get("cayley_keep", "params"), compute_dtype=dtype, checkpointing=bool(cfg.get("checkpointing", False)))
         self.model, self.opt, self.hook = self.prepared
         self.step_model = self.model  # what a training step calls: the model, or its DDP / FSDP2 wrapping
         if self.world.distributed:
@@ -115,10 +115,6 @@ class Trainer:
             from ..kernels.model_cayley import attach
 
             self.model_cayley = attach(self.model, cfg["cayley_scope"])
-        if cfg.get("cayley_keep", "params") != "params" and cfg.get("backend") == "triton":
-            from ..kernels import set_cayley_keep
-
-            set_cayley_keep(self.model, cfg["cayley_keep"])
         if self.compile == "cudagraph":
             make_capturable(self.opt)
             self.graphed = CudaGraphStep(self._body, self.opt)

@@ -6,8 +6,8 @@
 #
 #   QUEUE          a text file, one sweep per line: NAME ARGS... (ARGS go to `python -m poetx_bench sweep`),
 #                  '#' starts a comment; e.g.  pm-8b --suite paper-memory --filter model=8b --timeout 150
-#   DEADLINE_S     seconds this call may use; a sweep starts only while more than its last wall time
-#                  (or 60 s) is left, and runs under `timeout` of what is left
+#   DEADLINE_S     seconds this call may use; a sweep starts only while more than MIN_LEFT_S (default 60)
+#                  is left, and runs under `timeout` of what is left (its points resume next call)
 #   PREVIOUS_DIR   results of earlier calls (NAME/results.jsonl), copied in first so --resume skips them
 #
 # Writes W=${W:-/tmp/w}/NAME/ per sweep and, when $OUT is set (the device tool), $OUT/bundle.tgz of W.
@@ -25,13 +25,13 @@ pack() { [ -n "${OUT:-}" ] && tar czf "$OUT/bundle.tgz" -C "$W" . ; return 0; }
 if [ -n "$previous" ] && [ -d "$previous" ]; then
   cp -rn "$previous"/. "$W"/ 2>/dev/null || true
 fi
-last=60
+min_left=${MIN_LEFT_S:-60}
 status=0
 while read -r name args; do
   case "$name" in ''|'#'*) continue ;; esac
   left=$(( deadline - ($(date +%s) - start) ))
-  if [ "$left" -le "$last" ]; then
-    echo "device_round: ${left}s left, not starting $name (last sweep took ${last}s)" | tee -a "$W/rounds.log"
+  if [ "$left" -le "$min_left" ]; then
+    echo "device_round: ${left}s left, not starting $name" | tee -a "$W/rounds.log"
     status=3
     break
   fi
@@ -39,7 +39,6 @@ while read -r name args; do
   # shellcheck disable=SC2086  # ARGS are meant to split
   timeout "$left" "$py" -m poetx_bench sweep $args --out "$W/$name" --resume --quiet > "$W/$name.log" 2>&1 < /dev/null
   rc=$?
-  last=$(( $(date +%s) - t0 )); [ "$last" -lt 60 ] && last=60
   echo "$name rc=$rc $(( $(date +%s) - t0 ))s" | tee -a "$W/rounds.log"
   [ "$rc" -eq 124 ] && status=3
   pack

@@ -353,13 +353,16 @@ def _sweep_inputs(device, dtype, tokens, dim, b):
     return n, x, perm, gblk, packed, gg, torch.empty_like(x)
 
 
+# every tile with the pairs as separate K loops (ONE_LOOP False, the first design) and as one loop
 BGEMM_CONFIGS = [
-    {"BM": 128, "BN": 128, "BK": 64, "num_warps": 8, "num_stages": 3},
-    {"BM": 128, "BN": 64, "BK": 64, "num_warps": 4, "num_stages": 3},
-    {"BM": 64, "BN": 128, "BK": 64, "num_warps": 4, "num_stages": 3},
-    {"BM": 64, "BN": 64, "BK": 64, "num_warps": 4, "num_stages": 3},
-    {"BM": 64, "BN": 64, "BK": 32, "num_warps": 4, "num_stages": 4},
-    {"BM": 128, "BN": 256, "BK": 64, "num_warps": 8, "num_stages": 3},
+    {**tile, "ONE_LOOP": one} for one in (False, True) for tile in (
+        {"BM": 128, "BN": 128, "BK": 64, "num_warps": 8, "num_stages": 3},
+        {"BM": 128, "BN": 64, "BK": 64, "num_warps": 4, "num_stages": 3},
+        {"BM": 64, "BN": 128, "BK": 64, "num_warps": 4, "num_stages": 3},
+        {"BM": 64, "BN": 64, "BK": 64, "num_warps": 4, "num_stages": 3},
+        {"BM": 64, "BN": 64, "BK": 32, "num_warps": 4, "num_stages": 4},
+        {"BM": 64, "BN": 128, "BK": 64, "num_warps": 4, "num_stages": 4},
+    )
 ]
 
 

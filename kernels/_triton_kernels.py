@@ -422,10 +422,41 @@ def _pair_product(acc, alpha, a_ptr, b_ptr, rows, cols, b: tl.constexpr, BK: tl.
 
 
 @triton.jit
+def _pairs_one_loop(acc, alpha0, alpha1, alpha2, a0_ptr, b0_ptr, a1_ptr, b1_ptr, a2_ptr, b2_ptr, e_ptr, eta, rows,
+                    cols, b: tl.constexpr, NP: tl.constexpr, BK: tl.constexpr, PREC: tl.constexpr,
+                    UPCAST: tl.constexpr, HAS_E: tl.constexpr):
+    """The same sum as _pair_product called per pair, as one loop over (pair, K step): the operands of step
+    i are chosen by pointer, the alpha of its pair scales the A tile, and E (first pair only) is masked to zero
+    on the other pairs' steps (adding an exact zero)."""
+    KT: tl.constexpr = (b + BK - 1) // BK
+    rm = rows < b
+    cm = cols < b
+    for i in range(0, NP * KT):
+        p = i // KT
+        ks = (i - p * KT) * BK + tl.arange(0, BK)
+        km = ks < b
+        a_ptr = tl.where(p == 0, a0_ptr, tl.where(p == 1, a1_ptr, a2_ptr))
+        b_ptr = tl.where(p == 0, b0_ptr, tl.where(p == 1, b1_ptr, b2_ptr))
+        alpha = tl.where(p == 0, alpha0, tl.where(p == 1, alpha1, alpha2))
+        a = tl.load(a_ptr + rows[:, None] * b + ks[None, :], mask=rm[:, None] & km[None, :], other=0.0)
+        w = tl.load(b_ptr + ks[:, None] * b + cols[None, :], mask=km[:, None] & cm[None, :], other=0.0)
+        if HAS_E:
+            ke = ks < tl.where(p == 0, b, 0)  # no E on the other pairs' steps
+            e = tl.load(e_ptr + ks[:, None] * b + cols[None, :], mask=ke[:, None] & cm[None, :], other=0.0)
+            w = (w.to(tl.float32) + eta * e.to(tl.float32)).to(w.dtype)
+        if UPCAST:
+            acc = tl.dot(a.to(tl.float32) * alpha, w.to(tl.float32), acc, input_precision=PREC)
+        else:
+            acc = tl.dot((a * alpha).to(w.dtype), w, acc, input_precision=PREC)
+    return acc
+
+
+@triton.jit
 def cayley_bgemm_kernel(a0_ptr, b0_ptr, a1_ptr, b1_ptr, a2_ptr, b2_ptr, c_ptr, d_ptr, e_ptr, out_ptr,
                         alpha0, alpha1, alpha2, beta, delta, gamma, eta, b: tl.constexpr, NP: tl.constexpr,
                         HAS_C: tl.constexpr, HAS_D: tl.constexpr, HAS_E: tl.constexpr, BM: tl.constexpr,
-                        BN: tl.constexpr, BK: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr):
+                        BN: tl.constexpr, BK: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr,
+                        ONE_LOOP: tl.constexpr = False):
     """out_k = sum_{p < NP} alpha_p A_p,k @ B_p,k + beta C_k + delta D_k + gamma I for each block k, where
     with HAS_E the first pair's right operand is B_0,k + eta E_k.
 
@@ -433,20 +464,27 @@ def cayley_bgemm_kernel(a0_ptr, b0_ptr, a1_ptr, b1_ptr, a2_ptr, b2_ptr, c_ptr, d
     the sums of products accumulate in one fp32 tile and the additive terms (including the identity) are
     applied in the epilogue, so no intermediate (n, b, b) tensor is written for them. All operands are
     contiguous (n, b, b) batches of one dtype; grid = (block, row tile, column tile).
+    ONE_LOOP runs the pairs as one K loop of NP * b / BK steps, so the load pipeline fills once per program
+    instead of once per pair (at K = b = 256 a pair is only four steps of 64).
     """
     blk = tl.program_id(0).to(tl.int64)
     rows = tl.program_id(1) * BM + tl.arange(0, BM)
     cols = tl.program_id(2) * BN + tl.arange(0, BN)
     off = blk * b * b
     acc = tl.full((BM, BN), 0.0, tl.float32)
-    acc = _pair_product(acc, alpha0, a0_ptr + off, b0_ptr + off, rows, cols, b, BK, PREC, UPCAST, e_ptr + off,
-                        eta, HAS_E)
-    if NP > 1:
-        acc = _pair_product(acc, alpha1, a1_ptr + off, b1_ptr + off, rows, cols, b, BK, PREC, UPCAST, e_ptr,
-                            eta, False)
-    if NP > 2:
-        acc = _pair_product(acc, alpha2, a2_ptr + off, b2_ptr + off, rows, cols, b, BK, PREC, UPCAST, e_ptr,
-                            eta, False)
+    if ONE_LOOP:
+        acc = _pairs_one_loop(acc, alpha0, alpha1, alpha2, a0_ptr + off, b0_ptr + off, a1_ptr + off, b1_ptr + off,
+                              a2_ptr + off, b2_ptr + off, e_ptr + off, eta, rows, cols, b, NP, BK, PREC, UPCAST,
+                              HAS_E)
+    else:
+        acc = _pair_product(acc, alpha0, a0_ptr + off, b0_ptr + off, rows, cols, b, BK, PREC, UPCAST, e_ptr + off,
+                            eta, HAS_E)
+        if NP > 1:
+            acc = _pair_product(acc, alpha1, a1_ptr + off, b1_ptr + off, rows, cols, b, BK, PREC, UPCAST, e_ptr,
+                                eta, False)
+        if NP > 2:
+            acc = _pair_product(acc, alpha2, a2_ptr + off, b2_ptr + off, rows, cols, b, BK, PREC, UPCAST, e_ptr,
+                                eta, False)
     if HAS_C:
         acc += beta * _tile(c_ptr + off, rows, cols, b)
     if HAS_D:

@@ -202,6 +202,9 @@ SQUARE_FORM_TERMS = (2, 3)
 # kernel_bench --sections bgemm on the H100 (reports/h100/speed/kernels-bgemm.jsonl): 64 x 128 tiles are best or
 # within 5% of best at n = 12..72 blocks of 256 (small n leaves SMs idle with 128 x 128 tiles: 11.3 vs 8.9 us)
 BGEMM_TILE = {"BM": 64, "BN": 128, "BK": 64, "num_warps": 4, "num_stages": 3}
+# the pairs of one launch as one K loop (the pipeline fills once per program, not once per pair); a config's
+# own "ONE_LOOP" wins (the bench sweeps both)
+BGEMM_ONE_LOOP = True
 
 
 def bgemm(pairs, c=None, beta: float = 0.0, d=None, delta: float = 0.0, gamma: float = 0.0, e=None,
@@ -237,6 +240,7 @@ def _bgemm(pairs, c=None, beta: float = 0.0, d=None, delta: float = 0.0, gamma: 
             cfg = BGEMM_TILE
         else:
             cfg = {"BM": 64, "BN": 64, "BK": max(16, min(64, _pow2(b))), "num_warps": 4, "num_stages": 3}
+        cfg = {"ONE_LOOP": BGEMM_ONE_LOOP, **cfg}
         grid = (n, _cdiv(b, cfg["BM"]), _cdiv(b, cfg["BN"]))
         kernels_for(a0.device).cayley_bgemm_kernel[grid](
             *ops, c.contiguous() if c is not None else ops[0], d.contiguous() if d is not None else ops[0],

@@ -125,10 +125,12 @@ def test_cayley_two_packed_tensors_in_one_batch(device):
 @pytest.mark.parametrize("b", [16, 40, 64])
 @pytest.mark.parametrize("n_pairs", [1, 2, 3])
 @pytest.mark.parametrize("with_e", [False, True])
-def test_bgemm_matches_float64(device, b, n_pairs, with_e):
+@pytest.mark.parametrize("one_loop", [False, True])
+def test_bgemm_matches_float64(device, b, n_pairs, with_e, one_loop, monkeypatch):
     """The fused batched product (pairs, C, D, identity in one launch; with_e: the first right operand is
-    B_0 + eta E) against float64 torch on fresh inputs; b = 40 exercises the masked tile edges. fp32
-    operands: within 1e-5."""
+    B_0 + eta E) against float64 torch on fresh inputs, the pairs as separate K loops or as one; b = 40
+    exercises the masked tile edges. fp32 operands: within 1e-5."""
+    monkeypatch.setattr(R, "BGEMM_ONE_LOOP", one_loop)
     g = _gen(b * 10 + n_pairs + 5 * with_e)
     mats = [torch.randn(3, b, b, generator=g, dtype=torch.float64) for _ in range(2 * n_pairs + 3)]
     alphas = [2.0, -1.0, 0.5][:n_pairs]

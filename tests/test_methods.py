@@ -154,3 +154,27 @@ def test_figures_is_a_thin_call_of_report(tmp_path, monkeypatch):
     assert main(["report", str(src), "--out", str(tmp_path / "a"), "--title", "T"]) == 0
     assert main(["figures", "--results", str(src), "--out", str(tmp_path / "a"), "--title", "T"]) == 0
     assert len(calls) == 2 and calls[0] == calls[1]
+
+
+def test_official_layer_takes_a_token_batch_as_one_sequence():
+    """poet_torch's mem-mode op unpacks (batch, seq, features): a layer point's 2-D token batch reaches it as
+    (1, tokens, features) and comes back 2-D; 3-D input passes through; oft_R stays reachable."""
+    from torch import nn
+
+    from poetx_bench.backends.official import TokensAsSequence
+
+    class ThreeDOnly(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.oft_R = nn.Parameter(torch.randn(4, 4, dtype=torch.float64))
+
+        def forward(self, x):
+            batch, seq, dim = x.shape  # fails on 2-D input, as the official op does
+            return x @ self.oft_R
+
+    inner = ThreeDOnly()
+    layer = TokensAsSequence(inner)
+    x = torch.randn(6, 4, dtype=torch.float64)
+    assert torch.equal(layer(x), x @ inner.oft_R) and layer(x).shape == (6, 4)
+    assert layer(x[None]).shape == (1, 6, 4)
+    assert layer.oft_R is inner.oft_R and list(layer.parameters()) == [inner.oft_R]

@@ -46,8 +46,26 @@ def version() -> str | None:
     return f"{poet_torch.__version__}" + (f"+{commit}" if commit else "")
 
 
+class TokensAsSequence(nn.Module):
+    """A layer point's (tokens, features) input as one sequence (1, tokens, features) for a POETLinear: its
+    mem-mode op unpacks (batch, seq, features) and fails on 2-D input (found on the H100: 'not enough values
+    to unpack'), where in a model it always gets 3-D activations."""
+
+    def __init__(self, layer: nn.Module):
+        super().__init__()
+        self.layer = layer
+
+    @property
+    def oft_R(self) -> nn.Parameter:  # noqa: N802 - poet_torch's name
+        return self.layer.oft_R
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layer(x.unsqueeze(0)).squeeze(0) if x.dim() == 2 else self.layer(x)
+
+
 def build_layer(in_features: int, out_features: int, block_size: int, mode: str, device, dtype) -> nn.Module:
-    """One official POETLinear, W0 drawn like ours (Gaussian, unit rows), random permutations (its default)."""
+    """One official POETLinear, W0 drawn like ours (Gaussian, unit rows), random permutations (its default),
+    taking 2-D token batches like our layers (TokensAsSequence)."""
     from poet_torch import POETLinear
 
     layer = POETLinear(in_features, out_features, block_size=block_size, bias=False, device=device, dtype=dtype,
@@ -55,11 +73,7 @@ def build_layer(in_features: int, out_features: int, block_size: int, mode: str,
     with torch.no_grad():
         w = torch.randn(out_features, in_features, device=device, dtype=torch.float32)
         layer.weight.copy_(w / w.norm(dim=1, keepdim=True))
-    return layer
-
-
-def skew_parameters(layer: nn.Module) -> list[nn.Parameter]:
-    return [layer.oft_R]
+    return TokensAsSequence(layer)
 
 
 class OfficialMergeHook:

@@ -23,6 +23,7 @@ recomputes aT, cT, hT (one extra GEMM). Both recompute aT from x rather than kee
 
 from __future__ import annotations
 
+import contextlib
 import functools
 
 import torch
@@ -75,12 +76,22 @@ def _from_rows(src: torch.Tensor, inv: torch.Tensor) -> torch.Tensor:
     return y
 
 
+def profiled(name: str):
+    """A profiler range `poetx::<name>` around a kernel launch while a profiler runs (nothing otherwise): a
+    launch from inside an autograd Function is otherwise attributed to the Function, and the layer breakdown
+    (points/layer_timing.classify_op) could not tell a permutation from the rest."""
+    if torch.autograd.profiler._is_profiler_enabled:
+        return torch.profiler.record_function(f"poetx::{name}")
+    return contextlib.nullcontext()
+
+
 def _launch_perm(name: str, src, inv, dst, T: int, D: int, row_stride: int) -> None:
     """One permutation kernel over a (T-tile, D-tile) grid; row_stride is that of the (T, D) operand."""
     cfg = {"BT": 32, "BD": 32, "num_warps": 1} if is_interpreted(src.device) else PERM_TILE
     grid = (_cdiv(T, cfg["BT"]), _cdiv(D, cfg["BD"]))
-    getattr(kernels_for(src.device), name)[grid](src, inv, dst, T, D, row_stride, BT=cfg["BT"], BD=cfg["BD"],
-                                                 num_warps=cfg["num_warps"])
+    with profiled(name):
+        getattr(kernels_for(src.device), name)[grid](src, inv, dst, T, D, row_stride, BT=cfg["BT"],
+                                                     BD=cfg["BD"], num_warps=cfg["num_warps"])
 
 
 # --- Cayley-Neumann through batched matrix products ---------------------------------------------------

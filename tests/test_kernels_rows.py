@@ -5,6 +5,8 @@ whole layer is checked in test_kernels.py (test_layer_matches_torch with impl=ro
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
 from devices import DEVICES
@@ -168,3 +170,24 @@ def test_kernels_really_run_in_the_interpreter():
     from poetx_bench.kernels import use_kernels
 
     assert use_kernels(torch.zeros(1))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_permutation_launches_are_named_for_the_layer_breakdown(device):
+    """Under a profiler each permutation launch sits in a `poetx::perm_*` range, which the layer breakdown
+    classifies as permutation (launched inside the layer's autograd Function, its kernel time was 'other');
+    without a profiler no range is opened."""
+    from poetx_bench.points.layer_timing import classify_op
+
+    x = torch.randn(8, 64, device=device)
+    perm = torch.randperm(64, device=device)
+    inv = torch.argsort(perm)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        rows = R.to_rows(x, inv, perm)
+        back = R.from_rows(rows, inv)
+    assert torch.equal(back, x) and torch.equal(rows, x[:, perm].t())
+    names = {e.key for e in prof.key_averages()}
+    if R.use_kernels(x):
+        assert {"poetx::perm_to_rows_kernel", "poetx::perm_from_rows_kernel"} <= names
+    assert all(classify_op(n, [], (64, 64)) == "permutation" for n in names if n.startswith("poetx::perm"))
+    assert isinstance(R.profiled("x"), contextlib.nullcontext)

@@ -3,8 +3,9 @@
 Why: torch.compile cannot trace into a Triton launch made through our per-device loader; as custom ops with
 fake (shape-only) implementations, each launch becomes one opaque node of the compiled graph instead of a
 graph break, and AOT autograd can trace the autograd Functions around them (their backward calls the same
-ops). rows.py routes through these ops only while compiling (`torch.compiler.is_compiling()`), so eager
-calls keep their lower dispatch cost. Every op returns a new tensor (no aliasing, no mutation).
+ops). rows.py routes through these ops only while compiling (`torch.compiler.is_compiling()`), and the
+permutations also while a profiler runs (their kernel time then carries the op's name), so eager calls keep
+their lower dispatch cost. Every op returns a new tensor (no aliasing, no mutation).
 """
 
 from __future__ import annotations

@@ -23,7 +23,6 @@ recomputes aT, cT, hT (one extra GEMM). Both recompute aT from x rather than kee
 
 from __future__ import annotations
 
-import contextlib
 import functools
 
 import torch
@@ -45,7 +44,7 @@ def _cdiv(a: int, b: int) -> int:
 
 def to_rows(x2: torch.Tensor, inv: torch.Tensor, perm: torch.Tensor) -> torch.Tensor:
     """(T, D) -> (D, T) with out[j] = x2[:, perm[j]] (equivalently out[inv[d]] = x2[:, d])."""
-    if torch.compiler.is_compiling():
+    if _as_named_op():
         return torch.ops.poetx.to_rows(x2, inv, perm)
     return _to_rows(x2, inv, perm)
 
@@ -61,7 +60,7 @@ def _to_rows(x2: torch.Tensor, inv: torch.Tensor, perm: torch.Tensor) -> torch.T
 
 def from_rows(src: torch.Tensor, inv: torch.Tensor) -> torch.Tensor:
     """(D, T) -> (T, D) with y[:, m] = src[inv[m]] (equivalently y[:, perm[j]] = src[j])."""
-    if torch.compiler.is_compiling():
+    if _as_named_op():
         return torch.ops.poetx.from_rows(src, inv)
     return _from_rows(src, inv)
 
@@ -76,22 +75,20 @@ def _from_rows(src: torch.Tensor, inv: torch.Tensor) -> torch.Tensor:
     return y
 
 
-def profiled(name: str):
-    """A profiler range `poetx::<name>` around a kernel launch while a profiler runs (nothing otherwise): a
-    launch from inside an autograd Function is otherwise attributed to the Function, and the layer breakdown
-    (points/layer_timing.classify_op) could not tell a permutation from the rest."""
-    if torch.autograd.profiler._is_profiler_enabled:
-        return torch.profiler.record_function(f"poetx::{name}")
-    return contextlib.nullcontext()
+def _as_named_op() -> bool:
+    """Route a permutation through its torch.library op (ops.py): while compiling (an opaque graph node), and
+    while a profiler runs, so the layer breakdown finds its kernel time under the op's name (launched
+    directly inside the layer's autograd Function it was counted as 'other'; a record_function range does
+    not collect kernel time)."""
+    return torch.compiler.is_compiling() or torch.autograd.profiler._is_profiler_enabled
 
 
 def _launch_perm(name: str, src, inv, dst, T: int, D: int, row_stride: int) -> None:
     """One permutation kernel over a (T-tile, D-tile) grid; row_stride is that of the (T, D) operand."""
     cfg = {"BT": 32, "BD": 32, "num_warps": 1} if is_interpreted(src.device) else PERM_TILE
     grid = (_cdiv(T, cfg["BT"]), _cdiv(D, cfg["BD"]))
-    with profiled(name):
-        getattr(kernels_for(src.device), name)[grid](src, inv, dst, T, D, row_stride, BT=cfg["BT"],
-                                                     BD=cfg["BD"], num_warps=cfg["num_warps"])
+    getattr(kernels_for(src.device), name)[grid](src, inv, dst, T, D, row_stride, BT=cfg["BT"], BD=cfg["BD"],
+                                                 num_warps=cfg["num_warps"])
 
 
 # --- Cayley-Neumann through batched matrix products ---------------------------------------------------
@@ -214,8 +211,10 @@ SQUARE_FORM_TERMS = (2, 3)
 # within 5% of best at n = 12..72 blocks of 256 (small n leaves SMs idle with 128 x 128 tiles: 11.3 vs 8.9 us)
 BGEMM_TILE = {"BM": 64, "BN": 128, "BK": 64, "num_warps": 4, "num_stages": 3}
 # the pairs of one launch as one K loop (the pipeline fills once per program, not once per pair); a config's
-# own "ONE_LOOP" wins (the bench sweeps both)
-BGEMM_ONE_LOOP = True
+# own "ONE_LOOP" wins (the bench sweeps both). Off: on the H100 it sped the two-pair product at n = 16 (9.1 ->
+# 8.1 us) but not at n = 56 / 72, and 3B steps with it ran at 0.844-0.845x AdamW on two machines against
+# 0.856-0.859x without it on three (reports/h100/speed/README.md, update 4)
+BGEMM_ONE_LOOP = False
 
 
 def bgemm(pairs, c=None, beta: float = 0.0, d=None, delta: float = 0.0, gamma: float = 0.0, e=None,

@@ -63,8 +63,8 @@ def classify_op(name: str, shapes, layer_dims: tuple[int, int], block_size: int 
     lname = name.lower()
     if "cayley" in lname:
         return "cayley"
-    if "perm" in lname or "block" in lname:  # fused Triton gather + block-diagonal kernels
-        return "permutation"
+    if "perm" in lname or "block" in lname or "to_rows" in lname or "from_rows" in lname:
+        return "permutation"  # fused Triton gather + block-diagonal kernels; the row design's poetx:: ops
     dims = [tuple(s) for s in (shapes or []) if s]
     has_tokens = tokens is not None and any(s[0] == tokens for s in dims)
     if any(k in name for k in PERM_OPS):

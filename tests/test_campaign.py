@@ -75,6 +75,12 @@ def test_headline_ratios_pair_trials_and_give_min_median_max(tmp_path):
     assert rec["peak_memory_ratio_median"] == pytest.approx(0.5)
     assert headline_section(pts, tmp_path).has_data
     assert headline_section(pts[:1] + pts[3:4], tmp_path) is None  # one trial: the throughput table says it
+    # beside a three-trial pair, a one-trial pair stays in the CSV but not in the shown table
+    solo = _point("poetx-mem", 0, 80.0, 20, block=256)
+    sec = headline_section(pts + [solo], tmp_path)
+    shown = "\n".join(item.df.to_string() for item in sec.items if hasattr(item, "df"))
+    assert "poetx-fast b256" in shown and "poetx-mem" not in shown
+    assert "poetx-mem b256" in (tmp_path / "tables" / "headline_ratios.csv").read_text()
 
 
 def test_measure_merge_times_a_merge_on_cpu(tmp_path):

@@ -239,6 +239,28 @@ def test_duplicate_rows_later_wins_but_skipped_never_replaces(tmp_path):
     assert len(points) == 1 and points[0].status == "ok" and superseded == 2
 
 
+def test_duplicate_rows_the_later_measurement_wins_whatever_the_file_order(tmp_path):
+    """A re-run written to a file that sorts before the older run's file still supersedes it (env.time);
+    rows without a time fall back to the order read."""
+    from poetx_bench.results.point import dedupe
+
+    row = _rows()[0]
+    old = copy_row(row)
+    old["env"]["time"] = "2026-11-27T10:00:00+00:00"
+    old["metrics"]["tokens_per_s"] = 1.0
+    new = copy_row(row)
+    new["env"]["time"] = "2026-11-27T20:00:00+00:00"
+    new["metrics"]["tokens_per_s"] = 2.0
+    _write(tmp_path / "a-rerun.jsonl", [new])
+    _write(tmp_path / "b-first-run.jsonl", [old])
+    points, superseded = dedupe(load_points([tmp_path]))
+    assert superseded == 1 and [p.metric("tokens_per_s") for p in points] == [2.0]
+    for r in (old, new):
+        del r["env"]["time"]
+    points, _ = dedupe(load_points([_write(tmp_path / "c.jsonl", [new, old])]))
+    assert [p.metric("tokens_per_s") for p in points] == [1.0]
+
+
 def copy_row(row: dict) -> dict:
     return json.loads(json.dumps(row))
 

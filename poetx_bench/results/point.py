@@ -262,17 +262,28 @@ def load_points(paths) -> list[Point]:
     return points
 
 
+def _measured_at(p: Point) -> str | None:
+    """The row's measurement time (env.time, ISO 8601 UTC as env.environment writes it), or None."""
+    t = p.env.get("time")
+    return t if isinstance(t, str) and t else None
+
+
 def dedupe(points: list[Point]) -> tuple[list[Point], int]:
-    """Keep one row per point: a later row replaces an earlier one with the same point_id
-    (or config key when point_id is absent), except that a 'skipped' row never replaces another.
-    Returns (points, number of superseded rows)."""
+    """Keep one row per point (same point_id, or config key when point_id is absent): the row measured
+    later replaces the other. 'Later' is the recorded env.time when both rows have one (so a re-run in a
+    file that sorts first still wins over an older run), else the order read. A 'skipped' row never
+    replaces another. Returns (points, number of superseded rows)."""
     kept: dict[object, Point] = {}
     dropped = 0
     for p in points:
         ident = ("id", p.point_id) if p.point_id else ("key", p.key())
-        if ident in kept:
+        old = kept.get(ident)
+        if old is not None:
             dropped += 1
             if p.status == "skipped":
+                continue
+            t_old, t_new = _measured_at(old), _measured_at(p)
+            if t_old and t_new and t_new < t_old:
                 continue
         kept[ident] = p
     return list(kept.values()), dropped

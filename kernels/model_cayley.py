@@ -11,7 +11,10 @@ this adds is that the gradients of all blocks wait for the chunk's Cayley backwa
 intermediates (Q, S, ...) are sized by the chunk, not the layer: chunks of at most `max_blocks` blocks
 (layer granularity) bound both.
 
-Switched on by the config key `cayley_scope = "model"` (the default "layer" evaluates per layer).
+Switched on by the config key `cayley_scope = "model"` (the default "layer" evaluates per layer). "block"
+is the middle: one evaluation per transformer block (the layers under one numbered child, e.g. `layers.3`):
+~190 blocks of 256 at 3B, ~340 at 8B, operands of 25-45 MB that may still sit in L2 (50 MB on an H100),
+where per layer the chain is launch-bound and over the whole model HBM-bound (kernels/NOTES.md).
 """
 
 from __future__ import annotations
@@ -22,18 +25,20 @@ from torch import nn
 from .layer import POETXTritonLinear
 from .rows import cayley_blocks, tail_blocks
 
-SCOPES = ("layer", "model")
+SCOPES = ("layer", "block", "model")
 MAX_BLOCKS = 2048
 
 
 class ModelCayley:
     """Forward pre-hook on `model` that precomputes the full blocks of its row-design POET-X layers."""
 
-    def __init__(self, model: nn.Module, max_blocks: int = MAX_BLOCKS):
-        self.layers = [m for m in model.modules()
-                       if isinstance(m, POETXTritonLinear) and m.block_impl == "rows" and m.cayley == "neumann"
-                       and m.layout_in.n_full and m.layout_out.n_full and m.layout_in.b == m.layout_out.b]
-        self.chunks = _chunks(self.layers, max_blocks)
+    def __init__(self, model: nn.Module, max_blocks: int = MAX_BLOCKS, per_block: bool = False):
+        named = [(name, m) for name, m in model.named_modules()
+                 if isinstance(m, POETXTritonLinear) and m.block_impl == "rows" and m.cayley == "neumann"
+                 and m.layout_in.n_full and m.layout_out.n_full and m.layout_in.b == m.layout_out.b]
+        self.layers = [m for _, m in named]
+        owners = [_owner(name) if per_block else None for name, _ in named]
+        self.chunks = _chunks(self.layers, max_blocks, owners)
         self.handle = model.register_forward_pre_hook(self._before_forward)
 
     def remove(self) -> None:
@@ -59,11 +64,22 @@ class ModelCayley:
                 layer._model_blocks = (part, ti, None, to)
 
 
-def _chunks(layers: list, max_blocks: int) -> list[list]:
-    """Consecutive layers grouped by (block size, terms, dtype), each group cut at max_blocks blocks."""
+def _owner(name: str) -> str:
+    """The transformer block a layer belongs to: its qualified name through the first numbered part
+    ("layers.3.mlp.up" -> "layers.3"); a name without one is its own owner."""
+    parts = name.split(".")
+    for i, part in enumerate(parts):
+        if part.isdigit():
+            return ".".join(parts[:i + 1])
+    return name
+
+
+def _chunks(layers: list, max_blocks: int, owners: list | None = None) -> list[list]:
+    """Consecutive layers grouped by (block size, terms, dtype[, owner]), each group cut at max_blocks blocks."""
     out, cur, key, count = [], [], None, 0
-    for layer in layers:
-        k = (layer.layout_in.b, int(layer.neumann_terms), layer.skew_in.dtype, layer.skew_in.device)
+    owners = owners or [None] * len(layers)
+    for layer, owner in zip(layers, owners):
+        k = (layer.layout_in.b, int(layer.neumann_terms), layer.skew_in.dtype, layer.skew_in.device, owner)
         n = layer.layout_in.n_full + layer.layout_out.n_full
         if cur and (k != key or count + n > max_blocks):
             out.append(cur)
@@ -76,7 +92,8 @@ def _chunks(layers: list, max_blocks: int) -> list[list]:
 
 
 def attach(model: nn.Module, scope: str, max_blocks: int = MAX_BLOCKS) -> ModelCayley | None:
-    """Apply a `cayley_scope` setting to a prepared model: "model" attaches the hook, "layer" does nothing."""
+    """Apply a `cayley_scope` setting to a prepared model: "model" and "block" attach the hook, "layer" does
+    nothing."""
     if scope not in SCOPES:
         raise ValueError(f"cayley_scope must be one of {SCOPES}, got {scope!r}")
-    return ModelCayley(model, max_blocks) if scope == "model" else None
+    return None if scope == "layer" else ModelCayley(model, max_blocks, per_block=scope == "block")

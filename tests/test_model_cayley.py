@@ -1,4 +1,4 @@
-"""cayley_scope = "model" (kernels/model_cayley.py): the blocks of every POET-X layer of a model computed in
+"""cayley_scope = "model" / "block" (kernels/model_cayley.py): the blocks of every POET-X layer of a model computed in
 a few batched Cayley evaluations per step give the same outputs and the same gradients as the per-layer
 evaluation (same algebra and tiles, so equal to fp32 rounding), in chunks of any size, tails included; the
 precomputed blocks are used once per forward. Runs the kernels under TRITON_INTERPRET=1 on CPU."""
@@ -59,6 +59,33 @@ def test_model_scope_matches_layer_scope(max_blocks):
     model.zero_grad()
     loss2, _ = _loss_and_grads(model, x)
     assert torch.allclose(loss2, ref_loss, rtol=1e-6, atol=0)
+
+
+def test_block_scope_evaluates_one_chunk_per_transformer_block():
+    """cayley_scope = "block": the layers under one numbered child (a transformer block) share one Cayley
+    evaluation, and outputs and gradients match the per-layer evaluation."""
+    from poetx_bench.kernels.model_cayley import _owner, attach
+
+    def blocks(seed):
+        torch.manual_seed(seed)
+        model = nn.Module()
+        model.layers = nn.ModuleList([_model(seed + i) for i in range(2)])
+        model.forward = lambda x: model.layers[1](model.layers[0](x).narrow(-1, 0, 64))
+        return model
+
+    assert _owner("layers.3.mlp.up") == "layers.3" and _owner("lm_head") == "lm_head"
+    x = torch.randn(20, 64, generator=torch.Generator().manual_seed(5))
+    ref_loss, ref_grads = _loss_and_grads(blocks(0), x)
+    model = blocks(0)
+    hook = attach(model, "block")
+    assert [len(c) for c in hook.chunks] == [3, 3]  # two transformer blocks of three POET-X layers
+    assert len(attach(blocks(0), "model").chunks) == 1
+    hook._before_forward(model, (x,))
+    loss, grads = _loss_and_grads(model, x)
+    assert torch.allclose(loss, ref_loss, rtol=1e-6, atol=0)
+    assert ref_grads.keys() == grads.keys()
+    for k in ref_grads:
+        assert torch.allclose(grads[k], ref_grads[k], rtol=1e-5, atol=1e-7), k
 
 
 def test_layer_scope_attaches_nothing_and_bad_scope_is_refused():

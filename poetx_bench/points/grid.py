@@ -179,7 +179,7 @@ def multiprocess_skip_reason(cfg: dict, backend: str | None, spec=None, multipro
     if backend == "official":
         return "backend = official runs single-process only (its merge draws from rank-local RNG state)"
     if cfg.get("parallel") == "fsdp" and cfg.get("cayley_scope", "layer") != "layer":
-        return "cayley_scope = model with fsdp: its pre-forward hook would read sharded skew parameters"
+        return f"cayley_scope = {cfg['cayley_scope']} with fsdp: its pre-forward hook would read sharded skew parameters"
     if cfg.get("parallel") == "fsdp" and spec is not None and not spec.poet_state:
         return f"{cfg['method']} with fsdp: its quantized W0 and per-row scales are not sharded alike yet"
     if cfg["device"] == "cuda":

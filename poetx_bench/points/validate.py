@@ -11,7 +11,7 @@ from ..errors import UserError
 DTYPES = ("auto", "float32", "bfloat16", "float16", "float64")
 BLOCK_IMPL_CHOICES = ("auto", "rows", "fused", "torch")  # kernels.BLOCK_IMPLS (no triton import here)
 COMPILE_CHOICES = ("none", "compile", "cudagraph")
-CAYLEY_SCOPES = ("layer", "model")  # kernels.model_cayley.SCOPES (no triton import here)
+CAYLEY_SCOPES = ("layer", "block", "model")  # kernels.model_cayley.SCOPES (no triton import here)
 CAYLEY_KEEPS = ("params", "qs")  # kernels.rows.CAYLEY_KEEPS
 PARALLEL_CHOICES = ("ddp", "fsdp")  # distributed.PARALLEL_CHOICES (no torch.distributed import here)
 
@@ -75,7 +75,7 @@ def validate_fixed(src: Origin, fixed: dict, prefix: str = "") -> None:
             one_of(src, prefix + key, value, tuple(BACKENDS), " (or a list of them)")
         if key == "cayley_scope" and value not in CAYLEY_SCOPES:
             raise err(src, prefix + key, value, f"must be one of {', '.join(CAYLEY_SCOPES)}")
-        if key == "cayley_scope" and value == "model" and fixed.get("block_impl", "auto") not in ("auto", "rows"):
+        if key == "cayley_scope" and value != "layer" and fixed.get("block_impl", "auto") not in ("auto", "rows"):
             raise err(src, prefix + key, value, f"needs block_impl 'rows' (the model-level batch evaluates the row "
                       f"design's Cayley), not {fixed.get('block_impl')!r}")
         if key == "cayley_keep" and value not in CAYLEY_KEEPS:

@@ -399,25 +399,31 @@ def skew_pack_grad_kernel(s_ptr, out_ptr, out2_ptr, n_first, b: tl.constexpr, n_
 
 
 @triton.jit
-def _pair_product(acc, alpha, a_ptr, b_ptr, rows, cols, b: tl.constexpr, BK: tl.constexpr, PREC: tl.constexpr,
-                  UPCAST: tl.constexpr, e_ptr, eta, HAS_E: tl.constexpr):
-    """acc + alpha A[rows, :] @ B[:, cols] for one pair of dense row-major b x b blocks. alpha scales the A
-    tile before the dot (exact for the powers of two the callers pass), so all pairs share one accumulator.
-    HAS_E: the right operand is B + eta E, formed tile by tile (one product instead of two)."""
+def _pair_step(acc, alpha, a_ptr, b_ptr, e_ptr, eta, rows, cols, ks, ke, b: tl.constexpr, PREC: tl.constexpr,
+               UPCAST: tl.constexpr, HAS_E: tl.constexpr):
+    """acc + alpha A[rows, ks] @ (B + eta E)[ks, cols]: one K step of one pair (E only where ke, else 0).
+    alpha scales the A tile before the dot (exact for the powers of two the callers pass), so all pairs share
+    one accumulator; B + eta E is formed tile by tile (one product instead of two)."""
     rm = rows < b
     cm = cols < b
+    km = ks < b
+    a = tl.load(a_ptr + rows[:, None] * b + ks[None, :], mask=rm[:, None] & km[None, :], other=0.0)
+    w = tl.load(b_ptr + ks[:, None] * b + cols[None, :], mask=km[:, None] & cm[None, :], other=0.0)
+    if HAS_E:
+        e = tl.load(e_ptr + ks[:, None] * b + cols[None, :], mask=ke[:, None] & cm[None, :], other=0.0)
+        w = (w.to(tl.float32) + eta * e.to(tl.float32)).to(w.dtype)
+    if UPCAST:
+        return tl.dot(a.to(tl.float32) * alpha, w.to(tl.float32), acc, input_precision=PREC)
+    return tl.dot((a * alpha).to(w.dtype), w, acc, input_precision=PREC)
+
+
+@triton.jit
+def _pair_product(acc, alpha, a_ptr, b_ptr, rows, cols, b: tl.constexpr, BK: tl.constexpr, PREC: tl.constexpr,
+                  UPCAST: tl.constexpr, e_ptr, eta, HAS_E: tl.constexpr):
+    """acc + alpha A[rows, :] @ (B + eta E)[:, cols] for one pair of dense row-major b x b blocks."""
     for k0 in range(0, b, BK):
         ks = k0 + tl.arange(0, BK)
-        km = ks < b
-        a = tl.load(a_ptr + rows[:, None] * b + ks[None, :], mask=rm[:, None] & km[None, :], other=0.0)
-        w = tl.load(b_ptr + ks[:, None] * b + cols[None, :], mask=km[:, None] & cm[None, :], other=0.0)
-        if HAS_E:
-            e = tl.load(e_ptr + ks[:, None] * b + cols[None, :], mask=km[:, None] & cm[None, :], other=0.0)
-            w = (w.to(tl.float32) + eta * e.to(tl.float32)).to(w.dtype)
-        if UPCAST:
-            acc = tl.dot(a.to(tl.float32) * alpha, w.to(tl.float32), acc, input_precision=PREC)
-        else:
-            acc = tl.dot((a * alpha).to(w.dtype), w, acc, input_precision=PREC)
+        acc = _pair_step(acc, alpha, a_ptr, b_ptr, e_ptr, eta, rows, cols, ks, ks < b, b, PREC, UPCAST, HAS_E)
     return acc
 
 
@@ -426,28 +432,16 @@ def _pairs_one_loop(acc, alpha0, alpha1, alpha2, a0_ptr, b0_ptr, a1_ptr, b1_ptr,
                     cols, b: tl.constexpr, NP: tl.constexpr, BK: tl.constexpr, PREC: tl.constexpr,
                     UPCAST: tl.constexpr, HAS_E: tl.constexpr):
     """The same sum as _pair_product called per pair, as one loop over (pair, K step): the operands of step
-    i are chosen by pointer, the alpha of its pair scales the A tile, and E (first pair only) is masked to zero
-    on the other pairs' steps (adding an exact zero)."""
+    i are chosen by pointer and E (first pair only) is masked to zero on the other pairs' steps."""
     KT: tl.constexpr = (b + BK - 1) // BK
-    rm = rows < b
-    cm = cols < b
     for i in range(0, NP * KT):
         p = i // KT
         ks = (i - p * KT) * BK + tl.arange(0, BK)
-        km = ks < b
         a_ptr = tl.where(p == 0, a0_ptr, tl.where(p == 1, a1_ptr, a2_ptr))
         b_ptr = tl.where(p == 0, b0_ptr, tl.where(p == 1, b1_ptr, b2_ptr))
         alpha = tl.where(p == 0, alpha0, tl.where(p == 1, alpha1, alpha2))
-        a = tl.load(a_ptr + rows[:, None] * b + ks[None, :], mask=rm[:, None] & km[None, :], other=0.0)
-        w = tl.load(b_ptr + ks[:, None] * b + cols[None, :], mask=km[:, None] & cm[None, :], other=0.0)
-        if HAS_E:
-            ke = ks < tl.where(p == 0, b, 0)  # no E on the other pairs' steps
-            e = tl.load(e_ptr + ks[:, None] * b + cols[None, :], mask=ke[:, None] & cm[None, :], other=0.0)
-            w = (w.to(tl.float32) + eta * e.to(tl.float32)).to(w.dtype)
-        if UPCAST:
-            acc = tl.dot(a.to(tl.float32) * alpha, w.to(tl.float32), acc, input_precision=PREC)
-        else:
-            acc = tl.dot((a * alpha).to(w.dtype), w, acc, input_precision=PREC)
+        ke = ks < tl.where(p == 0, b, 0)  # no E on the other pairs' steps
+        acc = _pair_step(acc, alpha, a_ptr, b_ptr, e_ptr, eta, rows, cols, ks, ke, b, PREC, UPCAST, HAS_E)
     return acc
 
 

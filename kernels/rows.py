@@ -80,7 +80,7 @@ def _as_named_op() -> bool:
     while a profiler runs, so the layer breakdown finds its kernel time under the op's name (launched
     directly inside the layer's autograd Function it was counted as 'other'; a record_function range does
     not collect kernel time)."""
-    return torch.compiler.is_compiling() or torch.autograd.profiler._is_profiler_enabled
+    return torch.compiler.is_compiling() or torch.autograd._profiler_enabled()
 
 
 def _launch_perm(name: str, src, inv, dst, T: int, D: int, row_stride: int) -> None:

@@ -255,6 +255,17 @@ def test_duplicate_rows_the_later_measurement_wins_whatever_the_file_order(tmp_p
     _write(tmp_path / "b-first-run.jsonl", [old])
     points, superseded = dedupe(load_points([tmp_path]))
     assert superseded == 1 and [p.metric("tokens_per_s") for p in points] == [2.0]
+    # a later skipped row replaces nothing, and a measured row replaces a skipped one whatever its time
+    skipped = dict(copy_row(new), status="skipped")
+    skipped["env"]["time"] = "2026-11-28T00:00:00+00:00"
+    points, _ = dedupe(load_points([_write(tmp_path / "d.jsonl", [skipped, old])]))
+    assert [p.status for p in points] == ["ok"] and points[0].metric("tokens_per_s") == 1.0
+    # an untimed row between two timed ones does not let the oldest win
+    untimed = copy_row(row)
+    untimed["env"].pop("time", None)
+    untimed["metrics"]["tokens_per_s"] = 3.0
+    points, _ = dedupe(load_points([_write(tmp_path / "e.jsonl", [new, untimed, old])]))
+    assert [p.metric("tokens_per_s") for p in points] == [3.0]
     for r in (old, new):
         del r["env"]["time"]
     points, _ = dedupe(load_points([_write(tmp_path / "c.jsonl", [new, old])]))

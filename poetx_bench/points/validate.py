@@ -76,8 +76,8 @@ def validate_fixed(src: Origin, fixed: dict, prefix: str = "") -> None:
         if key == "cayley_scope" and value not in CAYLEY_SCOPES:
             raise err(src, prefix + key, value, f"must be one of {', '.join(CAYLEY_SCOPES)}")
         if key == "cayley_scope" and value != "layer" and fixed.get("block_impl", "auto") not in ("auto", "rows"):
-            raise err(src, prefix + key, value, f"needs block_impl 'rows' (the model-level batch evaluates the row "
-                      f"design's Cayley), not {fixed.get('block_impl')!r}")
+            raise err(src, prefix + key, value, f"needs block_impl 'rows' (the batched evaluation per block or model is "
+                      f"the row design's Cayley), not {fixed.get('block_impl')!r}")
         if key == "cayley_keep" and value not in CAYLEY_KEEPS:
             raise err(src, prefix + key, value, f"must be one of {', '.join(CAYLEY_KEEPS)}")
         if key == "block_impl" and value not in BLOCK_IMPL_CHOICES:

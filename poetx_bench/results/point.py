@@ -270,20 +270,25 @@ def _measured_at(p: Point) -> str | None:
 
 def dedupe(points: list[Point]) -> tuple[list[Point], int]:
     """Keep one row per point (same point_id, or config key when point_id is absent): the row measured
-    later replaces the other. 'Later' is the recorded env.time when both rows have one (so a re-run in a
-    file that sorts first still wins over an older run), else the order read. A 'skipped' row never
-    replaces another. Returns (points, number of superseded rows)."""
+    later replaces the other. 'Later' is the recorded env.time (the latest seen for the point) when the rows
+    have one, so a re-run in a file that sorts first still wins over an older run; else the order read. A
+    'skipped' row never replaces another, and any other row replaces a skipped one.
+    Returns (points, number of superseded rows)."""
     kept: dict[object, Point] = {}
+    latest: dict[object, str] = {}
     dropped = 0
     for p in points:
         ident = ("id", p.point_id) if p.point_id else ("key", p.key())
         old = kept.get(ident)
+        t_new = _measured_at(p)
         if old is not None:
             dropped += 1
             if p.status == "skipped":
                 continue
-            t_old, t_new = _measured_at(old), _measured_at(p)
-            if t_old and t_new and t_new < t_old:
+            older = t_new is not None and ident in latest and t_new < latest[ident]
+            if older and old.status != "skipped":
                 continue
         kept[ident] = p
+        if t_new is not None and (ident not in latest or t_new > latest[ident]):
+            latest[ident] = t_new
     return list(kept.values()), dropped

@@ -132,3 +132,17 @@ def test_cayley_keep_reaches_the_layers_from_a_point_config():
     assert make_poetx_layer("triton", 64, 96, 32, "mem", cayley_keep="qs").cayley_keep == "qs"
     with pytest.raises(ValueError, match="cayley_keep"):
         make_poetx_layer("torch", 64, 96, 32, "fast", cayley_keep="qs")
+
+
+@pytest.mark.parametrize("scope, evaluations", [("block", 2), ("model", 1)])
+def test_a_point_config_scope_groups_the_trainers_layers(scope, evaluations):
+    """`cayley_scope` from a point config: the tiny Llama's two transformer blocks give two evaluations per
+    step under "block" and one under "model" (what train rows record as cayley_evaluations_per_step)."""
+    from poetx_bench.points.training import Trainer
+
+    cfg = {"kind": "train", "method": "poetx-fast", "model": "tiny", "block_size": 32, "seq_len": 16,
+           "batch_size": 2, "device": "cpu", "dtype": "float32", "seed": 0, "data": "synthetic",
+           "merge_every": 200, "backend": "triton", "cayley_scope": scope}
+    trainer = Trainer(cfg, torch.device("cpu"))
+    assert len(trainer.model_cayley.chunks) == evaluations
+    assert sum(len(c) for c in trainer.model_cayley.chunks) == 14  # 2 blocks x 7 linears

@@ -294,6 +294,8 @@ def run_train_point(cfg: dict, on_progress=None, world: World | None = None) -> 
     if cfg.get("measure_merge"):  # after every timed number and peak above: the merge changes neither
         metrics["merge_cost"] = (measure_merge_cost(trainer, device, step_stats["median"])
                                  if trainer.hook.layers else None)
+    if trainer.model_cayley is not None:  # how the layers were grouped: "block" falls back to layer or model
+        metrics["cayley_evaluations_per_step"] = len(trainer.model_cayley.chunks)  # scope on unusual names
     metrics.update(run_facts(cfg))
     if timer.delay_ms:
         metrics["injected_delay_ms"] = timer.delay_ms

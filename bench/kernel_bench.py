@@ -162,18 +162,10 @@ def _floor_device(device_name: str) -> str:
     return next((k for k in FLOOR_PEAKS if k in device_name), FLOOR_FALLBACK_DEVICE)
 
 
-def _floor_ms(flop: float, nbytes: float, dtype, floor_device: str) -> float:
-    from poetx_bench.measure import floor_ms
-
-    return floor_ms(flop, nbytes, floor_device, str(dtype).replace("torch.", ""))
-
-
 def _rates(flop, nbytes, med_ms, dtype, floor_device) -> dict:
-    floor = _floor_ms(flop, nbytes, dtype, floor_device)
-    s = med_ms * 1e-3
-    return {"flop": flop, "bytes": nbytes, "tflops": flop / s / 1e12 if s > 0 else None,
-            "tbps": nbytes / s / 1e12 if s > 0 else None, "floor_ms": floor,
-            "floor_frac": floor / med_ms if med_ms > 0 else None}
+    from poetx_bench.measure import kernel_rates
+
+    return kernel_rates(flop, nbytes, med_ms, floor_device, str(dtype).replace("torch.", ""))
 
 
 def _pow2(n: int) -> int:
@@ -249,7 +241,6 @@ def rows_kernels(rec, device, dtype, tokens, dims, blocks, timer, floor_device, 
     """The row-domain design's passes (kernels/rows.py) at D in dims: the kernel kind's ops and costs
     (poetx_bench.points.kernel_ops), each against its floor (shared/perf/floors.md); kernels under 20 us are
     flagged launch-latency-bound ("latency_bound") since a launch costs a few us whatever the floor."""
-    from poetx_bench.measure import LATENCY_BOUND_MS
     from poetx_bench.points.kernel_ops import ROWS_OPS, KernelInputs, case
 
     for dim in dims:
@@ -269,9 +260,7 @@ def rows_kernels(rec, device, dtype, tokens, dims, blocks, timer, floor_device, 
                 def run(fn=fn, flop=flop, nbytes=nbytes):
                     fn()
                     q = timer(fn)
-                    res = {**_timing(q), **_rates(flop, nbytes, q[1], dtype, floor_device)}
-                    res["latency_bound"] = q[1] < LATENCY_BOUND_MS
-                    return res
+                    return {**_timing(q), **_rates(flop, nbytes, q[1], dtype, floor_device)}
 
                 _guard(rec, base, run)
 

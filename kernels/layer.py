@@ -20,7 +20,7 @@ from poetx_bench.reference.poetx import POETXLinear
 
 from ._loader import use_kernels
 from .autograd import poetx_fused_forward
-from .rows import poetx_rows_forward
+from .rows import check_cayley_keep, poetx_rows_forward
 
 BLOCK_IMPLS = ("rows", "fused", "torch")
 DEFAULT_BLOCK_IMPL = "rows"
@@ -44,7 +44,7 @@ class POETXTritonLinear(POETXLinear):
         super().__init__(in_features, out_features, block_size, mode=mode, **kwargs)
         self.block_impl = resolve_block_impl(block_impl)
         self._model_blocks = None  # set for one forward by model_cayley.ModelCayley
-        self.cayley_keep = _checked_keep(cayley_keep)  # "qs": backward uses the forward's Q, S (rows.CayleyFunction)
+        self.cayley_keep = check_cayley_keep(cayley_keep)  # "qs": backward reuses the forward's Q and S
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", block_impl={self.block_impl}"
@@ -60,18 +60,10 @@ class POETXTritonLinear(POETXLinear):
         return y if self.bias is None else y + self.bias
 
 
-def _checked_keep(keep: str) -> str:
-    from .rows import CAYLEY_KEEPS
-
-    if keep not in CAYLEY_KEEPS:
-        raise ValueError(f"cayley_keep must be one of {CAYLEY_KEEPS}, got {keep!r}")
-    return keep
-
-
 def set_cayley_keep(module: torch.nn.Module, keep: str) -> int:
     """Change the `cayley_keep` setting of every POET-X Triton layer of a built `module` (layers built by the
     harness get it at construction); returns how many."""
-    _checked_keep(keep)
+    check_cayley_keep(keep)
     layers = [m for m in module.modules() if isinstance(m, POETXTritonLinear)]
     for m in layers:
         m.cayley_keep = keep

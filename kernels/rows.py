@@ -349,6 +349,13 @@ def _pack_all(dq: torch.Tensor, sizes: list[int]) -> list[torch.Tensor]:
 CAYLEY_KEEPS = ("params", "qs")
 
 
+def check_cayley_keep(keep: str) -> str:
+    """`keep` if it is a CayleyFunction setting (checked where a layer is built, not per call)."""
+    if keep not in CAYLEY_KEEPS:
+        raise ValueError(f"cayley_keep must be one of {CAYLEY_KEEPS}, got {keep!r}")
+    return keep
+
+
 class CayleyFunction(torch.autograd.Function):
     """(b, terms, keep, packed_1, packed_2, ...) -> G (sum n_i, b, b) in the packed dtype: the orthogonal blocks
     of every packed tensor in one batch. keep = "params" saves only the packed parameters (backward recomputes
@@ -357,8 +364,6 @@ class CayleyFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, b, terms, keep, *packed):
-        if keep not in CAYLEY_KEEPS:
-            raise ValueError(f"cayley_keep must be one of {CAYLEY_KEEPS}, got {keep!r}")
         ctx.b, ctx.terms, ctx.keep, ctx.sizes = b, terms, keep, [p.shape[0] for p in packed]
         q = _unpack_all(packed, b)
         if keep == "params":
@@ -517,7 +522,7 @@ def layer_blocks(layer):
 
         return (exact(full_in, lay_in.b), None if tail_in is None else exact(tail_in, lay_in.tail),
                 exact(full_out, lay_out.b), None if tail_out is None else exact(tail_out, lay_out.tail))
-    keep = getattr(layer, "cayley_keep", "params")
+    keep = layer.cayley_keep
     if lay_in.b == lay_out.b and lay_in.n_full and lay_out.n_full:
         gi, go = cayley_blocks(lay_in.b, terms, full_in, full_out, keep=keep), None  # joint (_split_sides)
     else:

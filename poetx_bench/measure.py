@@ -42,6 +42,20 @@ def floor_ms(flop: float, nbytes: float, device_name: str | None, dtype: str) ->
     return max((flop or 0) / flops, (nbytes or 0) / peaks[2]) * 1e3
 
 
+def kernel_rates(flop: float | None, nbytes: float | None, median_ms: float | None, device_name: str | None,
+                 dtype: str) -> dict:
+    """One timed kernel's rates: TFLOP/s, TB/s, its floor (floor_ms) and the fraction of it reached, and
+    whether it is launch-latency-bound (under LATENCY_BOUND_MS). device_name None (a CPU time): no floor
+    and no latency verdict, since neither says anything about a GPU."""
+    s = median_ms * 1e-3 if median_ms else None
+    floor = floor_ms(flop, nbytes, device_name, dtype) if device_name and (flop or nbytes) else None
+    return {"flop": flop, "bytes": nbytes,
+            "tflops": flop / s / 1e12 if flop and s else None,
+            "tbps": nbytes / s / 1e12 if nbytes and s else None,
+            "floor_ms": floor, "floor_frac": floor / median_ms if floor and median_ms else None,
+            "latency_bound": bool(median_ms < LATENCY_BOUND_MS) if device_name and median_ms else None}
+
+
 def bf16_peak_flops(device_name: str | None, dtype: str = "bfloat16") -> float | None:
     """Dense bf16/fp16 tensor-core peak; None for other compute dtypes (MFU would not be comparable)."""
     if dtype not in ("bfloat16", "float16"):

@@ -23,9 +23,8 @@ def _build(method: str):
 
             from ..backends import poetx_layer_class
 
-            ctx = replace(ctx, layer_opts={**ctx.layer_opts,
-                                           "poetx_cls": poetx_layer_class(ctx.backend, ctx.block_impl,
-                                                                                          ctx.cayley_keep)})
+            cls = poetx_layer_class(ctx.backend, ctx.block_impl, ctx.cayley_keep)
+            ctx = replace(ctx, layer_opts={**ctx.layer_opts, "poetx_cls": cls})
         return ours(model, block_size, hp, ctx)
 
     def build_layer(fin, fout, b, cfg, device, dtype):
@@ -34,16 +33,13 @@ def _build(method: str):
         from ..backends import make_poetx_layer
 
         backend = cfg.get("backend", "torch")
-        if backend == "official":
-            from ..backends import official
-
-            layer = official.build_layer(fin, fout, b, mode, device, dtype)
-            with torch.no_grad():  # non-trivial transforms, as mid-training (its permutations start random)
-                layer.oft_R.normal_(0, 1e-2)
-            return layer
-        return mid_training(make_poetx_layer(backend, fin, fout, b, mode, block_impl=cfg.get("block_impl", "auto"),
-                                             cayley_keep=cfg.get("cayley_keep", "params"), device=device,
-                                             dtype=dtype))
+        layer = make_poetx_layer(backend, fin, fout, b, mode, block_impl=cfg.get("block_impl", "auto"),
+                                 cayley_keep=cfg.get("cayley_keep", "params"), device=device, dtype=dtype)
+        if backend != "official":
+            return mid_training(layer)
+        with torch.no_grad():  # non-trivial transforms, as mid-training (its permutations start random)
+            layer.oft_R.normal_(0, 1e-2)
+        return layer
 
     return build, build_layer
 

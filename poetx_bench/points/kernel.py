@@ -97,7 +97,7 @@ def _time_cpu(fn, clear, warmup: int, repeats: int) -> list[float]:
 def run(cfg: dict, ctx: RunContext) -> dict:
     import torch
 
-    from ..measure import LATENCY_BOUND_MS, apply_injected_delay, injected_delay_ms, summarize
+    from ..measure import apply_injected_delay, injected_delay_ms, kernel_rates, summarize
     from .kernel_ops import KernelInputs, case
 
     device = torch.device(cfg["device"])
@@ -126,22 +126,15 @@ def run(cfg: dict, ctx: RunContext) -> dict:
         timer = "perf_counter"
     s = summarize(samples)
     flop, nbytes = inp.costs().get(cfg["op"], (None, None))  # none for the torch forward+backward
-    seconds = s["median"] * 1e-3 if s["median"] else None
-    floor = None
-    if device.type == "cuda" and (flop or nbytes):
+    device_name = None
+    if device.type == "cuda":  # floors and latency verdicts judge GPU times only (shared/perf/floors.md)
         from ..env import static_env
-        from ..measure import floor_ms
 
-        floor = floor_ms(flop, nbytes, static_env().get("device_name"), cfg["dtype"])
+        device_name = static_env().get("device_name")
     metrics = {
         "kernel_ms": s["median"], "kernel_ms_iqr": s["iqr"], "noisy": s["noisy"], "samples_ms": samples,
-        "n_samples": s["n"], "timer": timer, "n_blocks": inp.n, "flop": flop, "bytes": nbytes,
-        "tflops": flop / seconds / 1e12 if flop and seconds else None,
-        "tbps": nbytes / seconds / 1e12 if nbytes and seconds else None,
-        # against shared/perf/floors.md (GPU only: a CPU time says nothing about it); under 20 us a kernel
-        # is launch-latency-bound whatever its floor, and says so
-        "floor_ms": floor, "floor_frac": floor / s["median"] if floor and s["median"] else None,
-        "latency_bound": bool(s["median"] < LATENCY_BOUND_MS) if device.type == "cuda" and s["median"] else None,
+        "n_samples": s["n"], "timer": timer, "n_blocks": inp.n,
+        **kernel_rates(flop, nbytes, s["median"], device_name, cfg["dtype"]),
     }
     if delay_ms:
         metrics["injected_delay_ms"] = delay_ms

@@ -95,7 +95,8 @@ class Trainer:
         self.prepared = prepare(model, cfg["method"], cfg.get("block_size"), device=device, seed=cfg["seed"],
                                 merge_every=cfg.get("merge_every", 200), hparams=cfg.get("hparams"),
                                 backend=cfg.get("backend", "torch"), block_impl=cfg.get("block_impl", "auto"),
-                                cayley_keep=cfg.get("cayley_keep", "params"), compute_dtype=dtype, checkpointing=bool(cfg.get("checkpointing", False)))
+                                cayley_keep=cfg.get("cayley_keep", "params"), compute_dtype=dtype,
+                                checkpointing=bool(cfg.get("checkpointing", False)))
         self.model, self.opt, self.hook = self.prepared
         self.step_model = self.model  # what a training step calls: the model, or its DDP / FSDP2 wrapping
         if self.world.distributed:

@@ -61,7 +61,7 @@ def test_model_scope_matches_layer_scope(max_blocks):
     assert torch.allclose(loss2, ref_loss, rtol=1e-6, atol=0)
 
 
-def test_block_scope_evaluates_one_chunk_per_transformer_block():
+def test_block_scope_evaluates_one_chunk_per_transformer_block(monkeypatch):
     """cayley_scope = "block": the layers under one numbered child (a transformer block) share one Cayley
     evaluation, and outputs and gradients match the per-layer evaluation."""
     from poetx_bench.kernels.model_cayley import _owner, attach
@@ -80,6 +80,9 @@ def test_block_scope_evaluates_one_chunk_per_transformer_block():
     hook = attach(model, "block")
     assert [len(c) for c in hook.chunks] == [3, 3]  # two transformer blocks of three POET-X layers
     assert len(attach(blocks(0), "model").chunks) == 1
+    # a transformer block's chunk is cut at BLOCK_MAX_BLOCKS (L2-sized chunks): 5 + 5 + 4 blocks of 32 here
+    monkeypatch.setattr("poetx_bench.kernels.model_cayley.BLOCK_MAX_BLOCKS", 10)
+    assert [len(c) for c in attach(blocks(0), "block").chunks] == [2, 1, 2, 1]
     hook._before_forward(model, (x,))
     loss, grads = _loss_and_grads(model, x)
     assert torch.allclose(loss, ref_loss, rtol=1e-6, atol=0)

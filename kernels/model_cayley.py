@@ -61,7 +61,8 @@ class ModelCayley:
                     sizes.append(lay.n_full)
             first = chunk[0]
             # one packed tensor (a single concatenation) -> one unpack and one pack launch per chunk
-            g = cayley_blocks(first.layout_in.b, int(first.neumann_terms), torch.cat(packed))
+            g = cayley_blocks(first.layout_in.b, int(first.neumann_terms), torch.cat(packed),
+                              keep=first.cayley_keep)
             # one joint slice per layer (both sides, input first): the layer splits it (rows._split_sides)
             parts = g.split([sizes[2 * i] + sizes[2 * i + 1] for i in range(len(chunk))])
             for part, layer in zip(parts, chunk):
@@ -80,11 +81,12 @@ def _owner(name: str) -> str:
 
 
 def _chunks(layers: list, max_blocks: int, owners: list | None = None) -> list[list]:
-    """Consecutive layers grouped by (block size, terms, dtype[, owner]), each group cut at max_blocks blocks."""
+    """Consecutive layers grouped by (block size, terms, keep, dtype[, owner]), each cut at max_blocks blocks."""
     out, cur, key, count = [], [], None, 0
     owners = owners or [None] * len(layers)
     for layer, owner in zip(layers, owners):
-        k = (layer.layout_in.b, int(layer.neumann_terms), layer.skew_in.dtype, layer.skew_in.device, owner)
+        k = (layer.layout_in.b, int(layer.neumann_terms), layer.cayley_keep, layer.skew_in.dtype,
+             layer.skew_in.device, owner)
         n = layer.layout_in.n_full + layer.layout_out.n_full
         if cur and (k != key or count + n > max_blocks):
             out.append(cur)

@@ -115,6 +115,19 @@ def test_cayley_keep_qs_matches_recompute_and_is_validated(tmp_path):
     assert ref_grads.keys() == grads.keys()
     for k in ref_grads:
         assert torch.allclose(grads[k], ref_grads[k], rtol=1e-5, atol=1e-7), k
+    # a batched scope honours the setting too: its chunk's Cayley saves Q and S (two dense tensors), and the
+    # gradients stay those of the per-layer default
+    from poetx_bench.kernels.model_cayley import attach
+
+    batched = _model(0)
+    set_cayley_keep(batched, "qs")
+    hook = attach(batched, "model")
+    hook._before_forward(batched, (x,))
+    node = hook.layers[0]._model_blocks[0].grad_fn.next_functions[0][0]
+    assert node.keep == "qs" and [t.dim() for t in node.saved_tensors] == [3, 3]
+    loss, grads = _loss_and_grads(batched, x)
+    for k in ref_grads:
+        assert torch.allclose(grads[k], ref_grads[k], rtol=1e-5, atol=1e-7), k
     with pytest.raises(ValueError, match="cayley_keep"):
         set_cayley_keep(model, "everything")
     assert main(["sweep", "--suite", "smoke", "--dry-run", "--set", "cayley_keep=everything"]) == 2

@@ -142,5 +142,6 @@ def dense_permutation(perm: torch.Tensor, dtype, device=None) -> torch.Tensor:
     """Pi with Pi[j, perm[j]] = 1, so x @ Pi^T == x[:, perm]."""
     n = perm.numel()
     pi = torch.zeros(n, n, dtype=dtype, device=device or perm.device)
-    pi[torch.arange(n, device=pi.device), perm.to(pi.device)] = 1
-    return pi
+    # scatter of a scalar, not an index_put of 1: that copies a CPU scalar tensor, which a CUDA graph capture
+    # refuses (the POET layer-latency points failed on the H100 that way)
+    return pi.scatter_(1, perm.to(pi.device).view(n, 1), 1.0)

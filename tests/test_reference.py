@@ -260,3 +260,16 @@ def test_build_model_dims_and_dtype():
         assert (c.hidden, c.intermediate, c.n_heads, c.n_layers, c.vocab_size) == (h, f, heads, layers, 32000)
     meta = build_model("13b", meta=True)
     assert next(meta.parameters()).device.type == "meta"
+
+
+def test_dense_permutation_is_the_column_gather():
+    """x @ Pi^T == x[:, perm] for a random permutation (Pi is built by a scatter of a scalar, which a CUDA graph
+    capture accepts; the index_put it replaced copied a CPU tensor and broke POET's graph-timed layer points)."""
+    from poetx_bench.reference.blocks import dense_permutation
+
+    g = torch.Generator().manual_seed(11)
+    perm = torch.randperm(37, generator=g)
+    x = torch.randn(5, 37, generator=g, dtype=torch.float64)
+    pi = dense_permutation(perm, torch.float64)
+    assert torch.equal(x @ pi.T, x[:, perm])
+    assert torch.equal(pi.sum(0), torch.ones(37, dtype=torch.float64))

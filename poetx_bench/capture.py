@@ -28,6 +28,17 @@ def unavailable(mode: str, device: str, backend: str | None) -> str | None:
     return None
 
 
+def compiled_frames() -> int:
+    """Frames torch.compile (dynamo) has compiled in this process so far, recompiles included. Its change over
+    the timed steps says whether compilation ran inside the timed window (the official backend compiles its
+    own layer ops, and its timed steps were slow and noisy on the H100: this tells compile time from speed)."""
+    try:
+        from torch._dynamo.utils import counters
+    except Exception:  # noqa: BLE001 - a torch without dynamo compiles nothing
+        return 0
+    return int(counters["frames"]["total"])
+
+
 def make_capturable(optimizer: torch.optim.Optimizer) -> None:
     """Fused/foreach AdamW with device-side step counters, so `step()` can live inside a CUDA graph.
     Must run before the first step (state is created lazily at the first step)."""

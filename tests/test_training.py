@@ -48,3 +48,26 @@ def test_poet_and_poetx_follow_the_same_loss_curve():
         assert diff < 1e-5, (m, diff)
     # the merges (every 20 steps) happened inside the compared window
     assert len(ref) == 50
+
+
+def test_train_rows_count_compilation_inside_the_timed_steps(monkeypatch):
+    """`compiled_frames_in_timed_steps`: 0 for an eager point; a step that compiles a new frame on each timed
+    step (as a recompiling backend would) is counted once per timed step, warm-up compiles are not."""
+    from poetx_bench.points import training
+
+    cfg = config("adamw", steps=3, warmup_steps=2, data="synthetic")
+    metrics, _ = training.run_train_point(cfg)
+    assert metrics["compiled_frames_in_timed_steps"] == 0
+
+    plain_step = training.Trainer.step
+    calls = {"n": 0}
+
+    def recompiling_step(self):
+        calls["n"] += 1
+        f = torch.compile(lambda x: x * 2 + calls["n"], backend="eager", dynamic=False)
+        f(torch.ones(calls["n"]))  # a new function object: one new frame per call
+        return plain_step(self)
+
+    monkeypatch.setattr(training.Trainer, "step", recompiling_step)
+    metrics, _ = training.run_train_point(cfg)
+    assert calls["n"] == 5 and metrics["compiled_frames_in_timed_steps"] == 3

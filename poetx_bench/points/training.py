@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from ..backends import run_facts
-from ..capture import CudaGraphStep, make_capturable
+from ..capture import CudaGraphStep, compiled_frames, make_capturable
 from ..distributed import World
 from ..flops import train_step_flops
 from ..measure import (
@@ -233,8 +233,11 @@ def run_train_point(cfg: dict, on_progress=None, world: World | None = None) -> 
     eval_every = cfg.get("eval_every", 0)
     val = trainer.data.val_batches(cfg["batch_size"], cfg["seq_len"], cfg.get("eval_batches", 2)) \
         if eval_every else None
+    frames_at_timing = None
     for i in range(warm + steps):
         timed = i >= warm
+        if i == warm:
+            frames_at_timing = compiled_frames()
         if timed:
             timer.start()
         losses.append(trainer.step())
@@ -291,6 +294,10 @@ def run_train_point(cfg: dict, on_progress=None, world: World | None = None) -> 
         "total_params": total,
         "merges": trainer.hook.merges,
         "data": trainer.data.describe(),
+        # torch.compile frames compiled during the timed steps (recompiles included): > 0 means compile time
+        # is inside tokens/s
+        "compiled_frames_in_timed_steps": (compiled_frames() - frames_at_timing
+                                           if frames_at_timing is not None else None),
     }
     if cfg.get("measure_merge"):  # after every timed number and peak above: the merge changes neither
         metrics["merge_cost"] = (measure_merge_cost(trainer, device, step_stats["median"])

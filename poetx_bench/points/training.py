@@ -233,16 +233,16 @@ def run_train_point(cfg: dict, on_progress=None, world: World | None = None) -> 
     eval_every = cfg.get("eval_every", 0)
     val = trainer.data.val_batches(cfg["batch_size"], cfg["seq_len"], cfg.get("eval_batches", 2)) \
         if eval_every else None
-    frames_at_timing = None
+    frames_in_timed = 0  # torch.compile frames compiled inside timed steps (evaluations between them excluded)
     for i in range(warm + steps):
         timed = i >= warm
-        if i == warm:
-            frames_at_timing = compiled_frames()
         if timed:
+            frames = compiled_frames()
             timer.start()
         losses.append(trainer.step())
         if timed:
             timer.stop()
+            frames_in_timed += compiled_frames() - frames
         if eval_every and (i + 1) % eval_every == 0:
             loss, ppl = _eval(trainer.model, val, device, trainer.hook.autocast(device.type))
             evals.append({"step": i + 1, "loss": loss, "ppl": ppl})
@@ -296,8 +296,7 @@ def run_train_point(cfg: dict, on_progress=None, world: World | None = None) -> 
         "data": trainer.data.describe(),
         # torch.compile frames compiled during the timed steps (recompiles included): > 0 means compile time
         # is inside tokens/s
-        "compiled_frames_in_timed_steps": (compiled_frames() - frames_at_timing
-                                           if frames_at_timing is not None else None),
+        "compiled_frames_in_timed_steps": frames_in_timed,
     }
     if cfg.get("measure_merge"):  # after every timed number and peak above: the merge changes neither
         metrics["merge_cost"] = (measure_merge_cost(trainer, device, step_stats["median"])

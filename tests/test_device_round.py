@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from poetx_bench.results import read_rows
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,3 +42,18 @@ def test_queue_runs_resumes_and_stops_at_the_deadline(tmp_path):
     assert proc.returncode == 3 and "not starting two" in proc.stdout
     assert not (tmp_path / "w" / "two").exists()
     assert _round(tmp_path, queue, "soon").returncode == 2
+
+
+@pytest.mark.parametrize("queue", sorted((ROOT / "bench").glob("*.queue")), ids=lambda p: p.name)
+def test_committed_queues_plan(queue, capsys):
+    """Every sweep line of a committed queue plans (a dry run exits 0): a mistyped suite, key or filter value
+    is found here, not on a loaned GPU whose minutes it would waste."""
+    import shlex
+
+    from poetx_bench.cli import main
+
+    lines = [ln.split(None, 1) for ln in queue.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+    assert lines, queue
+    for name, args in lines:
+        assert main(["sweep", *shlex.split(args), "--dry-run"]) == 0, (queue.name, name)
+        assert "points in suite" in capsys.readouterr().out, (queue.name, name)

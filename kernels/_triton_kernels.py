@@ -486,3 +486,151 @@ def cayley_bgemm_kernel(a0_ptr, b0_ptr, a1_ptr, b1_ptr, a2_ptr, b2_ptr, c_ptr, d
     acc = tl.where(rows[:, None] == cols[None, :], acc + gamma, acc)
     m = (rows < b)[:, None] & (cols < b)[None, :]
     tl.store(out_ptr + off + rows[:, None] * b + cols[None, :], acc.to(out_ptr.dtype.element_ty), mask=m)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Cayley-Neumann (t = 3) as chains of column-panel products: one launch per direction
+# ---------------------------------------------------------------------------------------------------
+# G = I + 2Q + 2Q^2 + 2Q^3 + Q^4. A program owns one block and one panel C of BN columns and needs no other
+# program's result: G[:, C] = I[:, C] + 2(q1 + q2 + q3) + Q q3 with q1 = Q[:, C], q_{k+1} = Q q_k. The
+# backward's packed gradient (dQ - dQ^T on i < j) of the same panel is, with Sym / K the symmetric /
+# skew parts of dL/dG, h0 + Q (h1 + Q (h2 + Q h3)) where
+#   h0 = 4 K_C + Sym (-4 q1 - 2 q3) + K (4 q2),  h1 = -4 Sym_C + K (4 q1) + Sym (-2 q2),
+#   h2 = 4 K_C + Sym (-2 q1),                    h3 = -2 Sym_C.
+# Intermediate panels go through a per-program scratch (L2) between products, behind a CTA barrier.
+
+
+@triton.jit
+def _panel_product(acc, a_ptr, x_ptr, x_stride, rows, xcols, b: tl.constexpr, BK: tl.constexpr,
+                   PREC: tl.constexpr, UPCAST: tl.constexpr):
+    """acc + A @ X for a dense row-major b x b block A and the b x BN panel X at x_ptr (row stride x_stride,
+    columns xcols): a K loop reading both from global memory."""
+    for k0 in range(0, b, BK):
+        ks = k0 + tl.arange(0, BK)
+        a = tl.load(a_ptr + rows[:, None] * b + ks[None, :])
+        x = tl.load(x_ptr + ks[:, None] * x_stride + xcols[None, :])
+        if UPCAST:
+            acc = tl.dot(a.to(tl.float32), x.to(tl.float32), acc, input_precision=PREC)
+        else:
+            acc = tl.dot(a, x.to(a.dtype), acc, input_precision=PREC)
+    return acc
+
+
+@triton.jit
+def cayley_chain_fwd_kernel(q_ptr, g_ptr, s_ptr, scr_ptr, b: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
+                            HAS_S: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr):
+    """G (n, b, b) of dense skew blocks Q, one (block, column panel) per program; with HAS_S also S = Q^2
+    (its panel is q2). scr: two b x BN panels per program, Q's dtype."""
+    blk = tl.program_id(0).to(tl.int64)
+    pn = tl.program_id(1)
+    off = blk * b * b
+    rows = tl.arange(0, b)
+    cols = pn * BN + tl.arange(0, BN)
+    pc = tl.arange(0, BN)
+    scr = scr_ptr + (blk * (b // BN) + pn) * (2 * b * BN)
+    qb = q_ptr + off
+    zero = tl.full((b, BN), 0.0, tl.float32)
+    q2 = _panel_product(zero, qb, qb, b, rows, cols, b, BK, PREC, UPCAST)
+    gsum = 2.0 * (tl.load(qb + rows[:, None] * b + cols[None, :]).to(tl.float32) + q2)
+    tl.store(scr + rows[:, None] * BN + pc[None, :], q2.to(scr_ptr.dtype.element_ty))
+    if HAS_S:
+        tl.store(s_ptr + off + rows[:, None] * b + cols[None, :], q2.to(s_ptr.dtype.element_ty))
+    tl.debug_barrier()
+    q3 = _panel_product(zero, qb, scr, BN, rows, pc, b, BK, PREC, UPCAST)
+    gsum += 2.0 * q3
+    tl.store(scr + b * BN + rows[:, None] * BN + pc[None, :], q3.to(scr_ptr.dtype.element_ty))
+    tl.debug_barrier()
+    g = _panel_product(gsum, qb, scr + b * BN, BN, rows, pc, b, BK, PREC, UPCAST)
+    g = tl.where(rows[:, None] == cols[None, :], g + 1.0, g)
+    tl.store(g_ptr + off + rows[:, None] * b + cols[None, :], g.to(g_ptr.dtype.element_ty))
+
+
+@triton.jit
+def _gb_tiles(gbb, rows, ks, b: tl.constexpr):
+    """(Gb[:, ks], (Gb^T)[:, ks]): both read contiguously, the second transposed as an operand view."""
+    return (tl.load(gbb + rows[:, None] * b + ks[None, :]), tl.trans(tl.load(gbb + ks[:, None] * b + rows[None, :])))
+
+
+@triton.jit
+def _gb_dots(acc, a, at, x, xt, PREC: tl.constexpr, UPCAST: tl.constexpr):
+    """acc + Gb[:, ks] @ x + (Gb^T)[:, ks] @ xt: Sym X + K Y = (Gb (X + Y) + Gb^T (X - Y)) / 2."""
+    if UPCAST:
+        acc = tl.dot(a.to(tl.float32), x, acc, input_precision=PREC)
+        return tl.dot(at.to(tl.float32), xt, acc, input_precision=PREC)
+    acc = tl.dot(a, x.to(a.dtype), acc, input_precision=PREC)
+    return tl.dot(at, xt.to(a.dtype), acc, input_precision=PREC)
+
+
+@triton.jit
+def cayley_chain_bwd_kernel(q_ptr, gb_ptr, out_ptr, out2_ptr, n_first, scr_ptr, hscr_ptr, n_packed,
+                            b: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, PREC: tl.constexpr,
+                            UPCAST: tl.constexpr):
+    """Packed-parameter gradient of G (given dL/dG in gb, Q's dtype) for dense skew blocks Q, one (block,
+    column panel) per program, written straight into the packed layout (blocks below n_first to out_ptr,
+    the rest to out2_ptr). Horner from the inside, so at most two b x BN accumulators are live:
+    t1 = h2 + Q h3, t2 = h1 + Q t1 (h1's products in the same K loop), H = h0 + Q t2; the panels of the
+    additive terms go through scratch first (registers for two accumulators only, no spills at b = 256).
+    scr: four b x BN panels per program (Q's dtype: q2, q3, h3, t1), hscr: three (fp32: 4 K_C, h0, -4 Sym_C)."""
+    blk = tl.program_id(0).to(tl.int64)
+    pn = tl.program_id(1)
+    off = blk * b * b
+    rows = tl.arange(0, b)
+    cols = pn * BN + tl.arange(0, BN)
+    pc = tl.arange(0, BN)
+    prog = blk * (b // BN) + pn
+    bn = b * BN
+    scr = scr_ptr + prog * (4 * bn)
+    hscr = hscr_ptr + prog * (3 * bn)
+    panel = rows[:, None] * BN + pc[None, :]
+    qb = q_ptr + off
+    gbb = gb_ptr + off
+    dt = scr_ptr.dtype.element_ty
+    gc = tl.load(gbb + rows[:, None] * b + cols[None, :]).to(tl.float32)
+    gct = tl.trans(tl.load(gbb + cols[:, None] * b + rows[None, :]).to(tl.float32))
+    tl.store(hscr + panel, 2.0 * (gc - gct))                      # 4 K_C
+    tl.store(hscr + 2 * bn + panel, -2.0 * (gc + gct))            # -4 Sym_C
+    tl.store(scr + 2 * bn + panel, (-(gc + gct)).to(dt))          # h3 = -2 Sym_C
+    zero = tl.full((b, BN), 0.0, tl.float32)
+    q2 = _panel_product(zero, qb, qb, b, rows, cols, b, BK, PREC, UPCAST)
+    tl.store(scr + panel, q2.to(dt))
+    tl.debug_barrier()
+    q3 = _panel_product(zero, qb, scr, BN, rows, pc, b, BK, PREC, UPCAST)
+    tl.store(scr + bn + panel, q3.to(dt))
+    tl.debug_barrier()
+    h0 = tl.load(hscr + panel)
+    h2 = tl.load(hscr + panel)
+    for k0 in range(0, b, BK):  # h0 += Sym (-4 q1 - 2 q3) + K (4 q2), h2 += Sym (-2 q1), through Gb and Gb^T
+        ks = k0 + tl.arange(0, BK)
+        r1 = tl.load(qb + ks[:, None] * b + cols[None, :]).to(tl.float32)
+        r2 = tl.load(scr + ks[:, None] * BN + pc[None, :]).to(tl.float32)
+        r3 = tl.load(scr + bn + ks[:, None] * BN + pc[None, :]).to(tl.float32)
+        a, at = _gb_tiles(gbb, rows, ks, b)
+        h0 = _gb_dots(h0, a, at, 2.0 * (r2 - r1) - r3, -2.0 * (r1 + r2) - r3, PREC, UPCAST)
+        h2 = _gb_dots(h2, a, at, -r1, -r1, PREC, UPCAST)
+    tl.store(hscr + bn + panel, h0)
+    t1 = _panel_product(h2, qb, scr + 2 * bn, BN, rows, pc, b, BK, PREC, UPCAST)
+    tl.store(scr + 3 * bn + panel, t1.to(dt))
+    tl.debug_barrier()
+    t2 = tl.load(hscr + 2 * bn + panel)
+    for k0 in range(0, b, BK):  # t2 = -4 Sym_C + K (4 q1) + Sym (-2 q2) + Q t1
+        ks = k0 + tl.arange(0, BK)
+        r1 = tl.load(qb + ks[:, None] * b + cols[None, :]).to(tl.float32)
+        r2 = tl.load(scr + ks[:, None] * BN + pc[None, :]).to(tl.float32)
+        a, at = _gb_tiles(gbb, rows, ks, b)
+        t2 = _gb_dots(t2, a, at, 2.0 * r1 - r2, -2.0 * r1 - r2, PREC, UPCAST)
+        aq = tl.load(qb + rows[:, None] * b + ks[None, :])
+        x = tl.load(scr + 3 * bn + ks[:, None] * BN + pc[None, :])
+        if UPCAST:
+            t2 = tl.dot(aq.to(tl.float32), x.to(tl.float32), t2, input_precision=PREC)
+        else:
+            t2 = tl.dot(aq, x.to(aq.dtype), t2, input_precision=PREC)
+    tl.store(scr + bn + panel, t2.to(dt))
+    tl.debug_barrier()
+    h = _panel_product(tl.load(hscr + bn + panel), qb, scr + bn, BN, rows, pc, b, BK, PREC, UPCAST)
+    if blk < n_first:
+        op = out_ptr + blk * n_packed
+    else:
+        op = out2_ptr + (blk - n_first) * n_packed
+    i = rows[:, None]
+    j = cols[None, :]
+    tl.store(op + (i * b - (i * (i + 1)) // 2 + (j - i - 1)), h.to(op.dtype.element_ty), mask=i < j)

@@ -346,6 +346,64 @@ def _pack_all(dq: torch.Tensor, sizes: list[int]) -> list[torch.Tensor]:
     return outs
 
 
+# --- the Cayley (t = 3) as column-panel chains: one launch per direction (_triton_kernels.py) ------------
+# Why: the product form above is 2 + 4 dependent launches per layer and step (plus unpack / pack), each
+# ~8-20 us on an H100 at 32-72 blocks whatever computes it (reports/h100/speed, updates 4-5), so the Cayley is
+# 15-19% of a layer. A chain launch computes a block's whole G (or packed gradient) panel by panel with no
+# other program's result: 3 (forward) / 11 (backward) b x b x BN products per panel, more FLOPs and L2 reads of
+# the b x b operands per panel, one launch, and the backward writes the packed gradient itself (no pack).
+CAYLEY_CHAIN = False  # built 2026-11-28, checked against float64 on CPU, NOT yet measured on a GPU
+CHAIN_TILE = {"fwd": {"BN": 64, "BK": 64, "num_warps": 8, "num_stages": 2},
+              "bwd": {"BN": 32, "BK": 32, "num_warps": 8, "num_stages": 2}}
+
+
+def chain_usable(q: torch.Tensor, terms: int, parts: int) -> bool:
+    """Whether the chain kernels take this Cayley: t = 3, kernels usable, not fp64, b a power of two in
+    16..256 (a b x b operand streamed per panel), one or two packed parts, not while torch.compile traces."""
+    n, b, _ = q.shape
+    return (CAYLEY_CHAIN and terms == 3 and parts <= 2 and n > 0 and 16 <= b <= 256 and b & (b - 1) == 0
+            and q.dtype != torch.float64 and use_kernels(q) and not torch.compiler.is_compiling())
+
+
+def _chain_launch_cfg(b: int, device: torch.device, which: str) -> dict:
+    if is_interpreted(device):
+        t = min(32, b)
+        return {"BN": t, "BK": t, "num_warps": 1}
+    tile = CHAIN_TILE[which]
+    return {**tile, "BN": min(tile["BN"], b), "BK": min(tile["BK"], b)}
+
+
+def chain_forward(q: torch.Tensor, with_s: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(G, S = Q^2 or None) of dense skew blocks q (n, b, b): one cayley_chain_fwd_kernel launch."""
+    n, b, _ = q.shape
+    q = q.contiguous()
+    cfg = _chain_launch_cfg(b, q.device, "fwd")
+    g = torch.empty_like(q)
+    s = torch.empty_like(q) if with_s else None
+    scr = torch.empty(n * 2 * b * b, dtype=q.dtype, device=q.device)
+    kernels_for(q.device).cayley_chain_fwd_kernel[(n, b // cfg["BN"])](
+        q, g, s if with_s else g, scr, b, HAS_S=with_s, PREC=dot_precision(q.dtype),
+        UPCAST=is_interpreted(q.device) and q.dtype != torch.float32, **cfg)
+    return g, s
+
+
+def chain_backward_packed(q: torch.Tensor, grad_g: torch.Tensor, sizes: list[int]) -> list[torch.Tensor]:
+    """Packed-parameter gradients (one per part of `sizes` blocks, at most two) of G = Cayley(Q) given dL/dG:
+    one cayley_chain_bwd_kernel launch, the packed layout written by the kernel."""
+    n, b, _ = q.shape
+    q = q.contiguous()
+    cfg = _chain_launch_cfg(b, q.device, "bwd")
+    gb = grad_g.to(q.dtype).contiguous()
+    n_packed = b * (b - 1) // 2
+    outs = [torch.empty(m, n_packed, dtype=q.dtype, device=q.device) for m in sizes]
+    scr = torch.empty(n * 4 * b * b, dtype=q.dtype, device=q.device)
+    hscr = torch.empty(n * 3 * b * b, dtype=torch.float32, device=q.device)
+    kernels_for(q.device).cayley_chain_bwd_kernel[(n, b // cfg["BN"])](
+        q, gb, outs[0], outs[-1], sizes[0], scr, hscr, n_packed, b, PREC=dot_precision(q.dtype),
+        UPCAST=is_interpreted(q.device) and q.dtype != torch.float32, **cfg)
+    return outs
+
+
 CAYLEY_KEEPS = ("params", "qs")
 
 
@@ -366,6 +424,10 @@ class CayleyFunction(torch.autograd.Function):
     def forward(ctx, b, terms, keep, *packed):
         ctx.b, ctx.terms, ctx.keep, ctx.sizes = b, terms, keep, [p.shape[0] for p in packed]
         q = _unpack_all(packed, b)
+        ctx.chain = chain_usable(q, terms, len(packed))
+        if ctx.chain:  # the chain's backward recomputes its panels from Q: "qs" keeps Q alone
+            ctx.save_for_backward(*(packed if keep == "params" else (q,)))
+            return chain_forward(q)[0]
         if keep == "params":
             ctx.save_for_backward(*packed)
             return cayley_forward(q, terms)
@@ -375,6 +437,9 @@ class CayleyFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_g):
+        if ctx.chain:
+            q = _unpack_all(ctx.saved_tensors, ctx.b) if ctx.keep == "params" else ctx.saved_tensors[0]
+            return (None, None, None, *chain_backward_packed(q, grad_g, ctx.sizes))
         if ctx.keep == "params":
             q, s = _unpack_all(ctx.saved_tensors, ctx.b), None
         else:

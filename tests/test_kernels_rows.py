@@ -189,3 +189,39 @@ def test_permutation_launches_are_named_for_the_layer_breakdown(device):
     assert {"poetx::to_rows", "poetx::from_rows"} <= names
     assert classify_op("poetx::to_rows", [[8, 64]], (64, 64), 32, 8) == "permutation"
     assert classify_op("poetx::from_rows", [[64, 8]], (64, 64), 32, 8) == "permutation"
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("b", [16, 32, 64])
+@pytest.mark.parametrize("keep", ["params", "qs"])
+def test_cayley_chain_matches_float64(device, b, keep, monkeypatch):
+    """CAYLEY_CHAIN (t = 3 as column-panel chains, one launch per direction; the backward writes the packed
+    gradient itself) against autograd through the float64 reference series, both sides of a layer in one
+    batch (gradients to the right tensor). fp32: within 1e-5. bf16: no worse than the product form on the
+    same inputs (x1.25 + 1e-3: both round every product's result to bf16; at |Q| ~ 0.1 b^0.5 both sit near
+    1e-2, of which the bf16 parameters and output alone are ~3e-3). The chain must really run (a spy)."""
+    calls = []
+    for name in ("chain_forward", "chain_backward_packed"):
+        real = getattr(R, name)
+        monkeypatch.setattr(R, name, lambda *a, _real=real, _name=name, **k: calls.append(_name) or _real(*a, **k))
+    g = _gen(b * 3 + len(keep))
+    pa64 = (torch.randn(2, num_skew_params(b), generator=g, dtype=torch.float64) * 0.1).requires_grad_()
+    pb64 = (torch.randn(3, num_skew_params(b), generator=g, dtype=torch.float64) * 0.1).requires_grad_()
+    gbar = torch.randn(5, b, b, generator=g, dtype=torch.float64)
+    ref = torch.cat([cayley_neumann(skew_from_packed(pa64, b), 3), cayley_neumann(skew_from_packed(pb64, b), 3)])
+    (ref * gbar).sum().backward()
+
+    def errors(dtype, chain):
+        monkeypatch.setattr(R, "CAYLEY_CHAIN", chain)
+        pa, pb = (p.detach().to(device, dtype).requires_grad_() for p in (pa64, pb64))
+        got = R.cayley_blocks(b, 3, pa, pb, keep=keep)
+        assert got.dtype == dtype
+        (got.float() * gbar.float().to(device)).sum().backward()
+        return _rel(got, ref), max(_rel(pa.grad, pa64.grad), _rel(pb.grad, pb64.grad))
+
+    g32, d32 = errors(torch.float32, True)
+    assert g32 < 1e-5 and d32 < 1e-5
+    (g16, d16), (g16p, d16p) = errors(torch.bfloat16, True), errors(torch.bfloat16, False)
+    assert g16 < 1.25 * g16p + 1e-3 and d16 < 1.25 * d16p + 1e-3, (g16, g16p, d16, d16p)
+    assert g16 < 2e-2 and d16 < 3e-2
+    assert calls.count("chain_forward") == 2 and calls.count("chain_backward_packed") == 2

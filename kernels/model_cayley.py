@@ -28,9 +28,10 @@ from .rows import cayley_blocks, tail_blocks
 SCOPES = ("layer", "block", "model")
 MAX_BLOCKS = 2048
 # "block" scope cuts a transformer block's chunk at this many blocks of its layers: 160 blocks of 256 are
-# 20 MiB per bf16 operand, so a product launch's operands stay in the H100's 50 MB L2. A whole 3B block (155)
-# is one chunk and ran 4.8% faster than per layer; a whole 8B block (320, 41 MiB per operand) ran 5.5% slower
-# (reports/h100/speed, update 5): cut, it becomes three chunks (attention 104, gate+up 144, down 72).
+# 20 MiB per bf16 operand, so a product launch's operands stay in the H100's 50 MB L2. A whole 3B block (194
+# blocks, 24 MiB) ran 4.8% faster than per layer, a whole 8B block (344, 43 MiB) 5.5% slower (reports/h100/
+# speed, update 5); cut, a 3B block is two chunks (attention + gate + up 156, down 38) and ran as fast as whole,
+# an 8B block three (attention 128, gate + up 144, down 72) and ran as fast as per layer.
 BLOCK_MAX_BLOCKS = 160
 
 

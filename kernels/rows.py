@@ -373,34 +373,54 @@ def _chain_launch_cfg(b: int, device: torch.device, which: str) -> dict:
     return {**tile, "BN": min(tile["BN"], b), "BK": min(tile["BK"], b)}
 
 
+# blocks per chain launch: the scratch (forward 2, backward 4 b^2 panels in Q's dtype + 3 b^2 in fp32 per block,
+# ~1.3 MB per block of 256 in bf16) is sized by a launch, not by a model-scope chunk of up to 2048 blocks
+CHAIN_MAX_BLOCKS = 128
+
+
+def _chain_spans(n: int):
+    return [(s, min(n, s + CHAIN_MAX_BLOCKS)) for s in range(0, n, CHAIN_MAX_BLOCKS)]
+
+
 def chain_forward(q: torch.Tensor, with_s: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """(G, S = Q^2 or None) of dense skew blocks q (n, b, b): one cayley_chain_fwd_kernel launch."""
+    """(G, S = Q^2 or None) of dense skew blocks q (n, b, b): cayley_chain_fwd_kernel launches of at most
+    CHAIN_MAX_BLOCKS blocks."""
     n, b, _ = q.shape
     q = q.contiguous()
     cfg = _chain_launch_cfg(b, q.device, "fwd")
     g = torch.empty_like(q)
     s = torch.empty_like(q) if with_s else None
-    scr = torch.empty(n * 2 * b * b, dtype=q.dtype, device=q.device)
-    kernels_for(q.device).cayley_chain_fwd_kernel[(n, b // cfg["BN"])](
-        q, g, s if with_s else g, scr, b, HAS_S=with_s, PREC=dot_precision(q.dtype),
-        UPCAST=is_interpreted(q.device) and q.dtype != torch.float32, **cfg)
+    scr = torch.empty(min(n, CHAIN_MAX_BLOCKS) * 2 * b * b, dtype=q.dtype, device=q.device)
+    kern = kernels_for(q.device).cayley_chain_fwd_kernel
+    for lo, hi in _chain_spans(n):
+        kern[(hi - lo, b // cfg["BN"])](
+            q[lo:hi], g[lo:hi], (s if with_s else g)[lo:hi], scr, b, HAS_S=with_s, PREC=dot_precision(q.dtype),
+            UPCAST=is_interpreted(q.device) and q.dtype != torch.float32, **cfg)
     return g, s
 
 
 def chain_backward_packed(q: torch.Tensor, grad_g: torch.Tensor, sizes: list[int]) -> list[torch.Tensor]:
     """Packed-parameter gradients (one per part of `sizes` blocks, at most two) of G = Cayley(Q) given dL/dG:
-    one cayley_chain_bwd_kernel launch, the packed layout written by the kernel."""
+    cayley_chain_bwd_kernel launches of at most CHAIN_MAX_BLOCKS blocks, the packed layout written by the
+    kernel (a launch's blocks below its n_first go to the first part, the rest to the second)."""
     n, b, _ = q.shape
     q = q.contiguous()
     cfg = _chain_launch_cfg(b, q.device, "bwd")
     gb = grad_g.to(q.dtype).contiguous()
     n_packed = b * (b - 1) // 2
     outs = [torch.empty(m, n_packed, dtype=q.dtype, device=q.device) for m in sizes]
-    scr = torch.empty(n * 4 * b * b, dtype=q.dtype, device=q.device)
-    hscr = torch.empty(n * 3 * b * b, dtype=torch.float32, device=q.device)
-    kernels_for(q.device).cayley_chain_bwd_kernel[(n, b // cfg["BN"])](
-        q, gb, outs[0], outs[-1], sizes[0], scr, hscr, n_packed, b, PREC=dot_precision(q.dtype),
-        UPCAST=is_interpreted(q.device) and q.dtype != torch.float32, **cfg)
+    m = min(n, CHAIN_MAX_BLOCKS)
+    scr = torch.empty(m * 4 * b * b, dtype=q.dtype, device=q.device)
+    hscr = torch.empty(m * 3 * b * b, dtype=torch.float32, device=q.device)
+    kern = kernels_for(q.device).cayley_chain_bwd_kernel
+    first, second = outs[0], outs[-1]
+    for lo, hi in _chain_spans(n):
+        # the first part's rows from lo on (empty once lo passes it); the second part keeps its base and the
+        # kernel's index blk - n_first, with n_first shifted by lo, stays the block's row in it
+        out0 = first[min(lo, first.shape[0]):]
+        kern[(hi - lo, b // cfg["BN"])](
+            q[lo:hi], gb[lo:hi], out0, second, sizes[0] - lo, scr, hscr, n_packed, b,
+            PREC=dot_precision(q.dtype), UPCAST=is_interpreted(q.device) and q.dtype != torch.float32, **cfg)
     return outs
 
 

@@ -48,6 +48,7 @@ def test_queue_runs_resumes_and_stops_at_the_deadline(tmp_path):
 def test_committed_queues_plan(queue, capsys):
     """Every sweep line of a committed queue plans (a dry run exits 0): a mistyped suite, key or filter value
     is found here, not on a loaned GPU whose minutes it would waste."""
+    import re
     import shlex
 
     from poetx_bench.cli import main
@@ -56,4 +57,5 @@ def test_committed_queues_plan(queue, capsys):
     assert lines, queue
     for name, args in lines:
         assert main(["sweep", *shlex.split(args), "--dry-run"]) == 0, (queue.name, name)
-        assert "points in suite" in capsys.readouterr().out, (queue.name, name)
+        planned = re.search(r"(\d+) points? in suite", capsys.readouterr().out)
+        assert planned and int(planned.group(1)) > 0, (queue.name, name)  # a filter value no point has: 0

@@ -192,14 +192,19 @@ def test_permutation_launches_are_named_for_the_layer_breakdown(device):
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("b", [16, 32, 64])
+@pytest.mark.parametrize("b", [16, 32, 64, 256])
 @pytest.mark.parametrize("keep", ["params", "qs"])
 def test_cayley_chain_matches_float64(device, b, keep, monkeypatch):
     """CAYLEY_CHAIN (t = 3 as column-panel chains, one launch per direction; the backward writes the packed
     gradient itself) against autograd through the float64 reference series, both sides of a layer in one
     batch (gradients to the right tensor). fp32: within 1e-5. bf16: no worse than the product form on the
     same inputs (x1.25 + 1e-3: both round every product's result to bf16; at |Q| ~ 0.1 b^0.5 both sit near
-    1e-2, of which the bf16 parameters and output alone are ~3e-3). The chain must really run (a spy)."""
+    1e-2, of which the bf16 parameters and output alone are ~3e-3). The chain must really run (a spy).
+    On CPU (the interpreter: BN = BK = 32) b = 64 has two column panels and two K steps per product; the GPU's
+    tiles are 64 wide, so b = 256 (GPU only) is its multi-panel case. The interpreter runs a program's threads
+    as one, so only the GPU run can catch a missing CTA barrier."""
+    if b == 256 and torch.device(device).type != "cuda":
+        pytest.skip("b = 256 is the GPU tiles' multi-panel case (the interpreter takes minutes)")
     calls = []
     for name in ("chain_forward", "chain_backward_packed"):
         real = getattr(R, name)
@@ -225,3 +230,29 @@ def test_cayley_chain_matches_float64(device, b, keep, monkeypatch):
     assert g16 < 1.25 * g16p + 1e-3 and d16 < 1.25 * d16p + 1e-3, (g16, g16p, d16, d16p)
     assert g16 < 2e-2 and d16 < 3e-2
     assert calls.count("chain_forward") == 2 and calls.count("chain_backward_packed") == 2
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("sizes", [(0, 3), (3, 0), (2, 3)])
+def test_cayley_chain_launch_spans_and_empty_parts(device, sizes, monkeypatch):
+    """The chain launches at most CHAIN_MAX_BLOCKS blocks at a time (bounded scratch); a launch's blocks
+    route to the right part whatever side of the parts' border it starts on, and a part may have no blocks.
+    Spans of 2 blocks over parts of (2, 3) cross the border inside a launch; fp32 against float64."""
+    monkeypatch.setattr(R, "CAYLEY_CHAIN", True)
+    monkeypatch.setattr(R, "CHAIN_MAX_BLOCKS", 2)
+    b = 32
+    g = _gen(sum(sizes) * 7 + sizes[0])
+    parts64 = [(torch.randn(m, num_skew_params(b), generator=g, dtype=torch.float64) * 0.1).requires_grad_()
+               for m in sizes]
+    gbar = torch.randn(sum(sizes), b, b, generator=g, dtype=torch.float64)
+    ref = torch.cat([cayley_neumann(skew_from_packed(p, b), 3) for p in parts64])
+    (ref * gbar).sum().backward()
+    parts = [p.detach().float().to(device).requires_grad_() for p in parts64]
+    q = R._unpack_all(tuple(p.detach() for p in parts), b)
+    got = R.chain_forward(q)[0]
+    grads = R.chain_backward_packed(q, gbar.float().to(device), list(sizes))
+    assert _rel(got, ref) < 1e-5
+    for grad, p64 in zip(grads, parts64):
+        assert grad.shape == p64.shape
+        if p64.shape[0]:
+            assert _rel(grad, p64.grad) < 1e-5

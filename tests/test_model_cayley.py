@@ -99,7 +99,7 @@ def test_layer_scope_attaches_nothing_and_bad_scope_is_refused():
         attach(_model(0), "step")
 
 
-def test_cayley_keep_qs_matches_recompute_and_is_validated(tmp_path):
+def test_cayley_keep_qs_matches_recompute_and_is_validated(tmp_path, monkeypatch):
     """cayley_keep = "qs" (backward uses the forward's Q and S instead of recomputing them): the same loss
     and gradients as the default on a model with tails and both modes; unknown values are refused, by the
     layer setter and by a suite (exit 2 naming the key)."""
@@ -119,6 +119,9 @@ def test_cayley_keep_qs_matches_recompute_and_is_validated(tmp_path):
     # gradients stay those of the per-layer default
     from poetx_bench.kernels.model_cayley import attach
 
+    from poetx_bench.kernels import rows
+
+    monkeypatch.setattr(rows, "CAYLEY_CHAIN", False)  # the chain form keeps Q alone
     batched = _model(0)
     set_cayley_keep(batched, "qs")
     hook = attach(batched, "model")

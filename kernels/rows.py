@@ -352,16 +352,22 @@ def _pack_all(dq: torch.Tensor, sizes: list[int]) -> list[torch.Tensor]:
 # 15-19% of a layer. A chain launch computes a block's whole G (or packed gradient) panel by panel with no
 # other program's result: 3 (forward) / 11 (backward) b x b x BN products per panel, more FLOPs and L2 reads of
 # the b x b operands per panel, one launch, and the backward writes the packed gradient itself (no pack).
-CAYLEY_CHAIN = False  # built 2026-11-28, checked against float64 on CPU, NOT yet measured on a GPU
+# "off" | "forward" (chain forward, product-form backward) | "both". Built 2026-11-28, checked against float64
+# on CPU, NOT yet measured on a GPU: off.
+CHAIN_MODES = ("off", "forward", "both")
+CAYLEY_CHAIN = "off"
 CHAIN_TILE = {"fwd": {"BN": 64, "BK": 64, "num_warps": 8, "num_stages": 2},
               "bwd": {"BN": 32, "BK": 32, "num_warps": 8, "num_stages": 2}}
 
 
 def chain_usable(q: torch.Tensor, terms: int, parts: int) -> bool:
-    """Whether the chain kernels take this Cayley: t = 3, kernels usable, not fp64, b a power of two in
-    16..256 (a b x b operand streamed per panel), one or two packed parts, not while torch.compile traces."""
+    """Whether the chain kernels take this Cayley (CAYLEY_CHAIN not "off"): t = 3, kernels usable, not fp64, b
+    a power of two in 16..256 (a b x b operand streamed per panel), one or two packed parts, not while
+    torch.compile traces."""
+    if CAYLEY_CHAIN not in CHAIN_MODES:
+        raise ValueError(f"CAYLEY_CHAIN must be one of {CHAIN_MODES}, got {CAYLEY_CHAIN!r}")
     n, b, _ = q.shape
-    return (CAYLEY_CHAIN and terms == 3 and parts <= 2 and n > 0 and 16 <= b <= 256 and b & (b - 1) == 0
+    return (CAYLEY_CHAIN != "off" and terms == 3 and parts <= 2 and n > 0 and 16 <= b <= 256 and b & (b - 1) == 0
             and q.dtype != torch.float64 and use_kernels(q) and not torch.compiler.is_compiling())
 
 
@@ -444,13 +450,18 @@ class CayleyFunction(torch.autograd.Function):
     def forward(ctx, b, terms, keep, *packed):
         ctx.b, ctx.terms, ctx.keep, ctx.sizes = b, terms, keep, [p.shape[0] for p in packed]
         q = _unpack_all(packed, b)
-        ctx.chain = chain_usable(q, terms, len(packed))
+        chain = chain_usable(q, terms, len(packed))
+        ctx.chain = chain and CAYLEY_CHAIN == "both"  # the chain backward too
         if ctx.chain:  # the chain's backward recomputes its panels from Q: "qs" keeps Q alone
             ctx.save_for_backward(*(packed if keep == "params" else (q,)))
             return chain_forward(q)[0]
         if keep == "params":
             ctx.save_for_backward(*packed)
-            return cayley_forward(q, terms)
+            return chain_forward(q)[0] if chain else cayley_forward(q, terms)
+        if chain:  # chain forward, product-form backward: S = Q^2 comes out of the chain's first product
+            g, s = chain_forward(q, with_s=True)
+            ctx.save_for_backward(q, s)
+            return g
         s = bgemm([(1, q, q)]) if terms in SQUARE_FORM_TERMS else None
         ctx.save_for_backward(q, s)
         return cayley_forward(q, terms, s)

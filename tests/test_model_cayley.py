@@ -121,7 +121,7 @@ def test_cayley_keep_qs_matches_recompute_and_is_validated(tmp_path, monkeypatch
 
     from poetx_bench.kernels import rows
 
-    monkeypatch.setattr(rows, "CAYLEY_CHAIN", False)  # the chain form keeps Q alone
+    monkeypatch.setattr(rows, "CAYLEY_CHAIN", "off")  # the chain form keeps Q alone
     batched = _model(0)
     set_cayley_keep(batched, "qs")
     hook = attach(batched, "model")

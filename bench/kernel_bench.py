@@ -631,8 +631,9 @@ def main(argv=None) -> int:
             kernels(rec, device, dtype, args.tokens, dims[1:], [args.main_block], timer, floor_device)
     if "sweep" in sections:
         sweep(rec, device, dtype, args.tokens, shapes[0][0], blocks, timer, floor_device)
-    if "chain" in sections and device.type == "cuda":
-        chain_ab(rec, device, dtype, timer, floor_device)
+    if "chain" in sections:  # on CPU (--cpu-smoke) tiny: the code path, not a timing
+        chain_ab(rec, device, dtype, timer, floor_device,
+                 **({} if device.type == "cuda" else {"b": 32, "counts": (2,)}))
     if "bgemm" in sections and device.type == "cuda":
         bgemm_sweep(rec, device, dtype, timer, floor_device,
                     counts=tuple(int(v) for v in args.bgemm_counts.split(",") if v))

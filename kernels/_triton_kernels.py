@@ -501,19 +501,31 @@ def cayley_bgemm_kernel(a0_ptr, b0_ptr, a1_ptr, b1_ptr, a2_ptr, b2_ptr, c_ptr, d
 
 
 @triton.jit
+def _mma(acc, a, x, PREC: tl.constexpr, UPCAST: tl.constexpr):
+    """acc + a @ x with x rounded to a's dtype (both in fp32 when UPCAST: the interpreter's dots)."""
+    if UPCAST:
+        return tl.dot(a.to(tl.float32), x.to(tl.float32), acc, input_precision=PREC)
+    return tl.dot(a, x.to(a.dtype), acc, input_precision=PREC)
+
+
+@triton.jit
 def _panel_product(acc, a_ptr, x_ptr, x_stride, rows, xcols, b: tl.constexpr, BK: tl.constexpr,
                    PREC: tl.constexpr, UPCAST: tl.constexpr):
     """acc + A @ X for a dense row-major b x b block A and the b x BN panel X at x_ptr (row stride x_stride,
     columns xcols): a K loop reading both from global memory."""
     for k0 in range(0, b, BK):
         ks = k0 + tl.arange(0, BK)
-        a = tl.load(a_ptr + rows[:, None] * b + ks[None, :])
-        x = tl.load(x_ptr + ks[:, None] * x_stride + xcols[None, :])
-        if UPCAST:
-            acc = tl.dot(a.to(tl.float32), x.to(tl.float32), acc, input_precision=PREC)
-        else:
-            acc = tl.dot(a, x.to(a.dtype), acc, input_precision=PREC)
+        acc = _panel_step(acc, a_ptr, x_ptr, x_stride, rows, xcols, ks, b, PREC, UPCAST)
     return acc
+
+
+@triton.jit
+def _panel_step(acc, a_ptr, x_ptr, x_stride, rows, xcols, ks, b: tl.constexpr, PREC: tl.constexpr,
+                UPCAST: tl.constexpr):
+    """One K step of _panel_product: acc + A[:, ks] @ X[ks, :]."""
+    a = tl.load(a_ptr + rows[:, None] * b + ks[None, :])
+    x = tl.load(x_ptr + ks[:, None] * x_stride + xcols[None, :])
+    return _mma(acc, a, x, PREC, UPCAST)
 
 
 @triton.jit
@@ -554,11 +566,7 @@ def _gb_tiles(gbb, rows, ks, b: tl.constexpr):
 @triton.jit
 def _gb_dots(acc, a, at, x, xt, PREC: tl.constexpr, UPCAST: tl.constexpr):
     """acc + Gb[:, ks] @ x + (Gb^T)[:, ks] @ xt: Sym X + K Y = (Gb (X + Y) + Gb^T (X - Y)) / 2."""
-    if UPCAST:
-        acc = tl.dot(a.to(tl.float32), x, acc, input_precision=PREC)
-        return tl.dot(at.to(tl.float32), xt, acc, input_precision=PREC)
-    acc = tl.dot(a, x.to(a.dtype), acc, input_precision=PREC)
-    return tl.dot(at, xt.to(a.dtype), acc, input_precision=PREC)
+    return _mma(_mma(acc, a, x, PREC, UPCAST), at, xt, PREC, UPCAST)
 
 
 @triton.jit
@@ -618,12 +626,7 @@ def cayley_chain_bwd_kernel(q_ptr, gb_ptr, out_ptr, out2_ptr, n_first, scr_ptr, 
         r2 = tl.load(scr + ks[:, None] * BN + pc[None, :]).to(tl.float32)
         a, at = _gb_tiles(gbb, rows, ks, b)
         t2 = _gb_dots(t2, a, at, 2.0 * r1 - r2, -2.0 * r1 - r2, PREC, UPCAST)
-        aq = tl.load(qb + rows[:, None] * b + ks[None, :])
-        x = tl.load(scr + 3 * bn + ks[:, None] * BN + pc[None, :])
-        if UPCAST:
-            t2 = tl.dot(aq.to(tl.float32), x.to(tl.float32), t2, input_precision=PREC)
-        else:
-            t2 = tl.dot(aq, x.to(aq.dtype), t2, input_precision=PREC)
+        t2 = _panel_step(t2, qb, scr + 3 * bn, BN, rows, pc, ks, b, PREC, UPCAST)
     tl.store(scr + bn + panel, t2.to(dt))
     tl.debug_barrier()
     h = _panel_product(tl.load(hscr + bn + panel), qb, scr + bn, BN, rows, pc, b, BK, PREC, UPCAST)

@@ -256,7 +256,7 @@ def _bgemm(pairs, c=None, beta: float = 0.0, d=None, delta: float = 0.0, gamma: 
             *ops, c.contiguous() if c is not None else ops[0], d.contiguous() if d is not None else ops[0],
             e.contiguous() if e is not None else ops[0], out, *alphas, float(beta), float(delta), float(gamma),
             float(eta), b, len(pairs), c is not None, d is not None, e is not None,
-            PREC=dot_precision(a0.dtype), UPCAST=interp and a0.dtype != torch.float32, **cfg)
+            PREC=dot_precision(a0.dtype), UPCAST=_upcast(a0), **cfg)
         return out
     out = None
     for i, (alpha, A, B) in enumerate(pairs):
@@ -371,6 +371,11 @@ def chain_usable(q: torch.Tensor, terms: int, parts: int) -> bool:
             and q.dtype != torch.float64 and use_kernels(q) and not torch.compiler.is_compiling())
 
 
+def _upcast(t: torch.Tensor) -> bool:
+    """Whether the kernels' dots run in fp32 (the CPU interpreter has no bf16/fp16 dot)."""
+    return is_interpreted(t.device) and t.dtype != torch.float32
+
+
 def _chain_launch_cfg(b: int, device: torch.device, which: str) -> dict:
     if is_interpreted(device):
         t = min(32, b)
@@ -401,7 +406,7 @@ def chain_forward(q: torch.Tensor, with_s: bool = False) -> tuple[torch.Tensor, 
     for lo, hi in _chain_spans(n):
         kern[(hi - lo, b // cfg["BN"])](
             q[lo:hi], g[lo:hi], (s if with_s else g)[lo:hi], scr, b, HAS_S=with_s, PREC=dot_precision(q.dtype),
-            UPCAST=is_interpreted(q.device) and q.dtype != torch.float32, **cfg)
+            UPCAST=_upcast(q), **cfg)
     return g, s
 
 
@@ -426,7 +431,7 @@ def chain_backward_packed(q: torch.Tensor, grad_g: torch.Tensor, sizes: list[int
         out0 = first[min(lo, first.shape[0]):]
         kern[(hi - lo, b // cfg["BN"])](
             q[lo:hi], gb[lo:hi], out0, second, sizes[0] - lo, scr, hscr, n_packed, b,
-            PREC=dot_precision(q.dtype), UPCAST=is_interpreted(q.device) and q.dtype != torch.float32, **cfg)
+            PREC=dot_precision(q.dtype), UPCAST=_upcast(q), **cfg)
     return outs
 
 
@@ -451,30 +456,26 @@ class CayleyFunction(torch.autograd.Function):
         ctx.b, ctx.terms, ctx.keep, ctx.sizes = b, terms, keep, [p.shape[0] for p in packed]
         q = _unpack_all(packed, b)
         chain = chain_usable(q, terms, len(packed))
-        ctx.chain = chain and CAYLEY_CHAIN == "both"  # the chain backward too
-        if ctx.chain:  # the chain's backward recomputes its panels from Q: "qs" keeps Q alone
-            ctx.save_for_backward(*(packed if keep == "params" else (q,)))
-            return chain_forward(q)[0]
+        ctx.chain = chain and CAYLEY_CHAIN == "both"  # the chain backward too: it needs Q alone, never S
         if keep == "params":
             ctx.save_for_backward(*packed)
             return chain_forward(q)[0] if chain else cayley_forward(q, terms)
-        if chain:  # chain forward, product-form backward: S = Q^2 comes out of the chain's first product
-            g, s = chain_forward(q, with_s=True)
-            ctx.save_for_backward(q, s)
-            return g
-        s = bgemm([(1, q, q)]) if terms in SQUARE_FORM_TERMS else None
+        if chain:  # S = Q^2 (for the product-form backward) comes out of the chain's first product
+            g, s = chain_forward(q, with_s=not ctx.chain)
+        else:
+            s = bgemm([(1, q, q)]) if terms in SQUARE_FORM_TERMS else None
+            g = cayley_forward(q, terms, s)
         ctx.save_for_backward(q, s)
-        return cayley_forward(q, terms, s)
+        return g
 
     @staticmethod
     def backward(ctx, grad_g):
-        if ctx.chain:
-            q = _unpack_all(ctx.saved_tensors, ctx.b) if ctx.keep == "params" else ctx.saved_tensors[0]
-            return (None, None, None, *chain_backward_packed(q, grad_g, ctx.sizes))
         if ctx.keep == "params":
             q, s = _unpack_all(ctx.saved_tensors, ctx.b), None
         else:
             q, s = ctx.saved_tensors
+        if ctx.chain:
+            return (None, None, None, *chain_backward_packed(q, grad_g, ctx.sizes))
         dq = cayley_backward_dq(q, grad_g, ctx.terms, s)
         return (None, None, None, *_pack_all(dq, ctx.sizes))
 

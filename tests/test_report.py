@@ -260,6 +260,9 @@ def test_duplicate_rows_the_later_measurement_wins_whatever_the_file_order(tmp_p
     skipped["env"]["time"] = "2026-11-28T00:00:00+00:00"
     points, _ = dedupe(load_points([_write(tmp_path / "d.jsonl", [skipped, old])]))
     assert [p.status for p in points] == ["ok"] and points[0].metric("tokens_per_s") == 1.0
+    # and a skipped row measured after both does not make the newer of two measured rows lose to the older
+    points, _ = dedupe(load_points([_write(tmp_path / "f.jsonl", [skipped, old, new])]))
+    assert [p.metric("tokens_per_s") for p in points] == [2.0]
     # an untimed row between two timed ones does not let the oldest win
     untimed = copy_row(row)
     untimed["env"].pop("time", None)

@@ -270,7 +270,7 @@ def _measured_at(p: Point) -> str | None:
 
 def dedupe(points: list[Point]) -> tuple[list[Point], int]:
     """Keep one row per point (same point_id, or config key when point_id is absent): the row measured
-    later replaces the other. 'Later' is the recorded env.time (the latest seen for the point) when the rows
+    later replaces the other. 'Later' is the recorded env.time (the latest measured one seen) when the rows
     have one, so a re-run in a file that sorts first still wins over an older run; else the order read. A
     'skipped' row never replaces another, and any other row replaces a skipped one.
     Returns (points, number of superseded rows)."""
@@ -289,6 +289,7 @@ def dedupe(points: list[Point]) -> tuple[list[Point], int]:
             if older and old.status != "skipped":
                 continue
         kept[ident] = p
-        if t_new is not None and (ident not in latest or t_new > latest[ident]):
+        # a skipped row's time orders nothing: it never replaces a measured row
+        if p.status != "skipped" and t_new is not None and (ident not in latest or t_new > latest[ident]):
             latest[ident] = t_new
     return list(kept.values()), dropped

@@ -450,3 +450,24 @@ def test_failed_points_table_shortens_oom_messages_but_the_csv_keeps_them():
     assert short_error("Timeout: no result after 120s") == "Timeout: no result after 120s"
     long = "E" * 300
     assert len(short_error(long)) == 160 and short_error(long).endswith("…")
+
+
+def test_block_sweep_keeps_its_suite_and_divides_by_adamw(tmp_path):
+    """With rows of the block-size suite present, the sweep draws only those (other suites' b256/b512 rows
+    stay out) and plots tokens/s as a fraction of the group's fastest AdamW row."""
+    rows = _rows()
+    sweep_ids = set()
+    for r in rows:
+        c = r["config"]
+        if r["kind"] == "train" and c.get("model") == "3b" and c.get("seq_len") == 1024 and \
+                c.get("method") in ("adamw", "poetx-fast"):
+            r["suite"] = "block-size"
+            sweep_ids.add(r["point_id"])
+    res = build_report([_write(tmp_path / "sweep.jsonl", rows)], tmp_path / "out")
+    data = _csv(res.out_dir / "figures" / "block_size_sweep.csv")
+    assert data and {(r["model"], r["method"]) for r in data} == {("3b", "poetx-fast")}
+    tps = {r["block_size"]: r for r in data if r["metric"] == "tokens_per_s_vs_adamw"}
+    assert float(tps["256"]["measured"]) == pytest.approx(7500.0 / 10000.0)
+    assert float(tps["128"]["measured"]) == pytest.approx(8000.0 / 10000.0)
+    assert tps["1024"]["measured"] == "" and tps["1024"]["status"] == "oom"
+    assert not any(r["metric"] == "tokens_per_s" for r in data)

@@ -10,7 +10,7 @@ from matplotlib.lines import Line2D
 from ..results.point import Point
 from . import names, paper, style
 from .document import Section, no_data, status_text
-from .tables import _sort_points, frame, method_label, paper_comparable
+from .tables import GROUP, _sort_points, frame, method_label, paper_comparable, same_machine
 
 # --- 5. loss curves ------------------------------------------------------------------------------
 
@@ -87,6 +87,27 @@ def loss_section(points: list[Point], out_dir: Path) -> Section:
 # --- 6. block-size sweep -------------------------------------------------------------------------
 
 
+SWEEP_SUITE = "block-size"
+
+
+def _sweep_points(points: list[Point]) -> list[Point]:
+    """The rows of the block-size suite when there are any: other suites also vary b (paper-memory at 256 and
+    512 for 3B-13B), and drawn together they bury the sweep under two-point lines and OOM marks."""
+    own = [p for p in points if p.suite == SWEEP_SUITE]
+    return own or points
+
+
+def _adamw_best(p: Point, points: list[Point]) -> float | None:
+    """Tokens/s of the fastest finished AdamW row of p's group (model, L, batch, device, ...) on p's machine:
+    AdamW at its best `compile`, as the throughput table divides by."""
+    key = tuple(p.cfg(c) for c in GROUP)
+    refs = [q for q in points if q.kind == "train" and q.method == names.BASELINE
+            and tuple(q.cfg(c) for c in GROUP) == key]
+    refs, _ = same_machine(p, refs)
+    tps = [q.metric("tokens_per_s") for q in refs if q.ok and q.metric("tokens_per_s")]
+    return max(tps) if tps else None
+
+
 def _sweep_groups(points: list[Point]) -> dict[tuple, list[Point]]:
     groups: dict[tuple, list[Point]] = {}
     for p in points:
@@ -99,10 +120,14 @@ def _sweep_groups(points: list[Point]) -> dict[tuple, list[Point]]:
 
 def block_sweep_section(points: list[Point], out_dir: Path) -> Section:
     title = "Block-size sweep"
+    points = _sweep_points(points)
     groups = _sweep_groups(points)
     if not groups:
         return no_data(title, "no model/method measured at two or more block sizes.")
     keys = sorted(groups, key=lambda k: (names.model_key(k[0]), names.method_key(k[1]), k[2] or 0, k[3] or 0))
+    # throughput as a fraction of AdamW's (one axis for models 100x apart in tokens/s) when every line has one
+    base = {id(p): _adamw_best(p, points) for pts in groups.values() for p in pts}
+    relative = all(v is not None for v in base.values())
     data: list[dict] = []
     with style.styled():
         fig = style.new_figure(10.5, 3.6)
@@ -120,13 +145,16 @@ def block_sweep_section(points: list[Point], out_dir: Path) -> Section:
                     value = p.metric(metric)
                     if metric == "peak_memory_bytes":
                         value = names.to_gb(value)
+                    elif relative and value is not None:
+                        value = value / base[id(p)]
                     cell = None
-                    if paper_comparable(p):
+                    if paper_comparable(p) and not (relative and metric == "tokens_per_s"):
                         cell = (paper.peak_cell if metric == "peak_memory_bytes" else paper.throughput_cell)(
                             method, model, seq_len, p.block_size)
                     data.append({"model": model, "method": method, "seq_len": seq_len, "batch_size": bs,
                                  "device": device, "dtype": dtype, "block_size": p.block_size, "status": p.status,
-                                 "metric": "peak_memory_gb" if metric == "peak_memory_bytes" else metric,
+                                 "metric": "peak_memory_gb" if metric == "peak_memory_bytes" else
+                                 ("tokens_per_s_vs_adamw" if relative else metric),
                                  "measured": value if (p.ok or metric == "peak_memory_bytes") else None,
                                  "paper": cell.value if cell else None,
                                  "paper_status": cell.status if cell else None,
@@ -144,7 +172,10 @@ def block_sweep_section(points: list[Point], out_dir: Path) -> Section:
                         ax.plot([p.block_size], [cell.value], marker=marker, markerfacecolor="none", color=color,
                                 markersize=7, linestyle="none")
                 ax.plot(xs, ys, marker=marker, color=color, label=label)
-        for ax, ylabel in ((ax_mem, "peak memory (GB = GiB)"), (ax_tps, "tokens/s")):
+        tps_label = "tokens/s ÷ AdamW's (best compile)" if relative else "tokens/s"
+        if relative:
+            ax_tps.axhline(1.0, color="#555555", linewidth=0.8, linestyle="--")
+        for ax, ylabel in ((ax_mem, "peak memory (GB = GiB)"), (ax_tps, tps_label)):
             ax.set_xscale("log", base=2)
             blocks = sorted({p.block_size for pts in groups.values() for p in pts})
             ax.set_xticks(blocks, [str(b) for b in blocks])
@@ -160,6 +191,10 @@ def block_sweep_section(points: list[Point], out_dir: Path) -> Section:
         handles, labels = ax_tps.get_legend_handles_labels()
         fig.legend(handles + proxies, labels + [h.get_label() for h in proxies], loc="outside right center")
         caption = ("Peak memory and tokens/s against block size, one line per model/method "
-                   f"(hollow markers: {names.PAPER_CITATION}; x: point did not finish).")
+                   f"(hollow markers: {names.PAPER_CITATION}; x: point did not finish)"
+                   + ("; tokens/s divided by the fastest AdamW row of the same model, sequence length and batch "
+                      "on the same machine (dashed: AdamW)." if relative else ".")
+                   + (f" Rows of the `{SWEEP_SUITE}` suite only." if any(p.suite == SWEEP_SUITE for p in points)
+                      else ""))
         figure = style.save(fig, frame(data), out_dir, "block_size_sweep", caption)
     return Section(title, [figure])

@@ -393,47 +393,6 @@ def bgemm_sweep(rec, device, dtype, timer, floor_device, b=256, counts=(12, 16, 
         R.BGEMM_TILE.update(default)
 
 
-def chain_ab(rec, device, dtype, timer, floor_device, b=256, counts=(16, 32, 56, 72)):
-    """The Cayley (t = 3) as column-panel chains (rows.CAYLEY_CHAIN, one launch per direction) against the
-    product form, kernels alone from a dense Q: forward (2 launches vs 1) and backward to the packed gradient
-    (S, Sbar, dQ, pack: 4 launches vs 1), at n blocks of b; the backward also at the 64-column tile that
-    spills (BN 64) against the default (BN 32). FLOP counts are the chain's (3 / 11 b^3 per block)."""
-    import torch
-
-    from poetx_bench.kernels import rows as R
-
-    elt = torch.empty((), dtype=dtype).element_size()
-    default = {k: dict(v) for k, v in R.CHAIN_TILE.items()}
-    try:
-        for n in counts:
-            g = torch.Generator(device="cpu").manual_seed(n)
-            p = (torch.randn(n, b * (b - 1) // 2, generator=g) * 0.05).to(device, dtype)
-            q = R.skew_unpack(p, b)
-            gb = torch.randn(n, b, b, generator=g).to(device, dtype)
-            cases = {
-                "fwd_products": (partial(R.cayley_forward, q, 3), 2),
-                "fwd_chain": (partial(R.chain_forward, q), 3),
-                "bwd_products": (lambda q=q, gb=gb, n=n: R._pack_all(R.cayley_backward_dq(q, gb, 3), [n]), 6),
-                "bwd_chain": (partial(R.chain_backward_packed, q, gb, [n]), 11),
-                "bwd_chain_bn64": (partial(R.chain_backward_packed, q, gb, [n]), 11),
-            }
-            for name, (fn, units) in cases.items():
-                R.CHAIN_TILE["bwd"] = ({"BN": 64, "BK": 64, "num_warps": 8, "num_stages": 2}
-                                       if name == "bwd_chain_bn64" else dict(default["bwd"]))
-                base = {"section": "chain", "name": f"{name}_n{n}", "dim": n * b, "blocks": n}
-
-                def run(fn=fn, units=units, n=n):
-                    fn()
-                    qq = timer(fn)
-                    return {**_timing(qq), **_rates(units * 2 * n * b ** 3, 3 * n * b * b * elt, qq[1], dtype,
-                                                    floor_device)}
-
-                _guard(rec, base, run)
-    finally:
-        R.CHAIN_TILE.clear()
-        R.CHAIN_TILE.update(default)
-
-
 def sweep(rec, device, dtype, tokens, dim, blocks, timer, floor_device, terms=3):
     """Time a few tile configs per kernel (for choosing the defaults in block_perm.py / cayley.py)."""
     import torch
@@ -550,7 +509,7 @@ def main(argv=None) -> int:
     ap.add_argument("--rep-ms", type=int, default=100)
     ap.add_argument("--warmup-ms", type=int, default=25)
     ap.add_argument("--sections", default="correctness,layer,rows,kernel",
-                    help="comma list of correctness,layer,rows,kernel,sweep,bgemm,chain")
+                    help="comma list of correctness,layer,rows,kernel,sweep,bgemm")
     ap.add_argument("--sweep", action="store_true", help="add the tile-config sweep section")
     ap.add_argument("--bgemm-counts", default="12,16,24,56,72",
                     help="block counts n of the bgemm section (blocks of 256)")
@@ -631,9 +590,6 @@ def main(argv=None) -> int:
             kernels(rec, device, dtype, args.tokens, dims[1:], [args.main_block], timer, floor_device)
     if "sweep" in sections:
         sweep(rec, device, dtype, args.tokens, shapes[0][0], blocks, timer, floor_device)
-    if "chain" in sections:  # on CPU (--cpu-smoke) tiny: the code path, not a timing
-        chain_ab(rec, device, dtype, timer, floor_device,
-                 **({} if device.type == "cuda" else {"b": 32, "counts": (2,)}))
     if "bgemm" in sections and device.type == "cuda":
         bgemm_sweep(rec, device, dtype, timer, floor_device,
                     counts=tuple(int(v) for v in args.bgemm_counts.split(",") if v))

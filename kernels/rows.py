@@ -346,93 +346,9 @@ def _pack_all(dq: torch.Tensor, sizes: list[int]) -> list[torch.Tensor]:
     return outs
 
 
-# --- the Cayley (t = 3) as column-panel chains: one launch per direction (_triton_kernels.py) ------------
-# Why: the product form above is 2 + 4 dependent launches per layer and step (plus unpack / pack), each
-# ~8-20 us on an H100 at 32-72 blocks whatever computes it (reports/h100/speed, updates 4-5), so the Cayley is
-# 15-19% of a layer. A chain launch computes a block's whole G (or packed gradient) panel by panel with no
-# other program's result: 3 (forward) / 11 (backward) b x b x BN products per panel, more FLOPs and L2 reads of
-# the b x b operands per panel, one launch, and the backward writes the packed gradient itself (no pack).
-# "off" | "forward" (chain forward, product-form backward) | "both". Built 2026-11-28, checked against float64
-# on CPU, NOT yet measured on a GPU: off.
-CHAIN_MODES = ("off", "forward", "both")
-CAYLEY_CHAIN = "off"
-CHAIN_TILE = {"fwd": {"BN": 64, "BK": 64, "num_warps": 8, "num_stages": 2},
-              "bwd": {"BN": 32, "BK": 32, "num_warps": 8, "num_stages": 2}}
-
-
-def chain_usable(q: torch.Tensor, terms: int, parts: int) -> bool:
-    """Whether the chain kernels take this Cayley (CAYLEY_CHAIN not "off"): t = 3, kernels usable, not fp64, b
-    a power of two in 16..256 (a b x b operand streamed per panel), one or two packed parts, not while
-    torch.compile traces."""
-    if CAYLEY_CHAIN not in CHAIN_MODES:
-        raise ValueError(f"CAYLEY_CHAIN must be one of {CHAIN_MODES}, got {CAYLEY_CHAIN!r}")
-    n, b, _ = q.shape
-    return (CAYLEY_CHAIN != "off" and terms == 3 and parts <= 2 and n > 0 and 16 <= b <= 256 and b & (b - 1) == 0
-            and q.dtype != torch.float64 and use_kernels(q) and not torch.compiler.is_compiling())
-
-
 def _upcast(t: torch.Tensor) -> bool:
     """Whether the kernels' dots run in fp32 (the CPU interpreter has no bf16/fp16 dot)."""
     return is_interpreted(t.device) and t.dtype != torch.float32
-
-
-def _chain_launch_cfg(b: int, device: torch.device, which: str) -> dict:
-    if is_interpreted(device):
-        t = min(32, b)
-        return {"BN": t, "BK": t, "num_warps": 1}
-    tile = CHAIN_TILE[which]
-    return {**tile, "BN": min(tile["BN"], b), "BK": min(tile["BK"], b)}
-
-
-# blocks per chain launch: the scratch (forward 2, backward 4 b^2 panels in Q's dtype + 3 b^2 in fp32 per block,
-# ~1.3 MB per block of 256 in bf16) is sized by a launch, not by a model-scope chunk of up to 2048 blocks
-CHAIN_MAX_BLOCKS = 128
-
-
-def _chain_spans(n: int):
-    return [(s, min(n, s + CHAIN_MAX_BLOCKS)) for s in range(0, n, CHAIN_MAX_BLOCKS)]
-
-
-def chain_forward(q: torch.Tensor, with_s: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """(G, S = Q^2 or None) of dense skew blocks q (n, b, b): cayley_chain_fwd_kernel launches of at most
-    CHAIN_MAX_BLOCKS blocks."""
-    n, b, _ = q.shape
-    q = q.contiguous()
-    cfg = _chain_launch_cfg(b, q.device, "fwd")
-    g = torch.empty_like(q)
-    s = torch.empty_like(q) if with_s else None
-    scr = torch.empty(min(n, CHAIN_MAX_BLOCKS) * 2 * b * b, dtype=q.dtype, device=q.device)
-    kern = kernels_for(q.device).cayley_chain_fwd_kernel
-    for lo, hi in _chain_spans(n):
-        kern[(hi - lo, b // cfg["BN"])](
-            q[lo:hi], g[lo:hi], (s if with_s else g)[lo:hi], scr, b, HAS_S=with_s, PREC=dot_precision(q.dtype),
-            UPCAST=_upcast(q), **cfg)
-    return g, s
-
-
-def chain_backward_packed(q: torch.Tensor, grad_g: torch.Tensor, sizes: list[int]) -> list[torch.Tensor]:
-    """Packed-parameter gradients (one per part of `sizes` blocks, at most two) of G = Cayley(Q) given dL/dG:
-    cayley_chain_bwd_kernel launches of at most CHAIN_MAX_BLOCKS blocks, the packed layout written by the
-    kernel (a launch's blocks below its n_first go to the first part, the rest to the second)."""
-    n, b, _ = q.shape
-    q = q.contiguous()
-    cfg = _chain_launch_cfg(b, q.device, "bwd")
-    gb = grad_g.to(q.dtype).contiguous()
-    n_packed = b * (b - 1) // 2
-    outs = [torch.empty(m, n_packed, dtype=q.dtype, device=q.device) for m in sizes]
-    m = min(n, CHAIN_MAX_BLOCKS)
-    scr = torch.empty(m * 4 * b * b, dtype=q.dtype, device=q.device)
-    hscr = torch.empty(m * 3 * b * b, dtype=torch.float32, device=q.device)
-    kern = kernels_for(q.device).cayley_chain_bwd_kernel
-    first, second = outs[0], outs[-1]
-    for lo, hi in _chain_spans(n):
-        # the first part's rows from lo on (empty once lo passes it); the second part keeps its base and the
-        # kernel's index blk - n_first, with n_first shifted by lo, stays the block's row in it
-        out0 = first[min(lo, first.shape[0]):]
-        kern[(hi - lo, b // cfg["BN"])](
-            q[lo:hi], gb[lo:hi], out0, second, sizes[0] - lo, scr, hscr, n_packed, b,
-            PREC=dot_precision(q.dtype), UPCAST=_upcast(q), **cfg)
-    return outs
 
 
 CAYLEY_KEEPS = ("params", "qs")
@@ -455,16 +371,11 @@ class CayleyFunction(torch.autograd.Function):
     def forward(ctx, b, terms, keep, *packed):
         ctx.b, ctx.terms, ctx.keep, ctx.sizes = b, terms, keep, [p.shape[0] for p in packed]
         q = _unpack_all(packed, b)
-        chain = chain_usable(q, terms, len(packed))
-        ctx.chain = chain and CAYLEY_CHAIN == "both"  # the chain backward too: it needs Q alone, never S
         if keep == "params":
             ctx.save_for_backward(*packed)
-            return chain_forward(q)[0] if chain else cayley_forward(q, terms)
-        if chain:  # S = Q^2 (for the product-form backward) comes out of the chain's first product
-            g, s = chain_forward(q, with_s=not ctx.chain)
-        else:
-            s = bgemm([(1, q, q)]) if terms in SQUARE_FORM_TERMS else None
-            g = cayley_forward(q, terms, s)
+            return cayley_forward(q, terms)
+        s = bgemm([(1, q, q)]) if terms in SQUARE_FORM_TERMS else None
+        g = cayley_forward(q, terms, s)
         ctx.save_for_backward(q, s)
         return g
 
@@ -474,8 +385,6 @@ class CayleyFunction(torch.autograd.Function):
             q, s = _unpack_all(ctx.saved_tensors, ctx.b), None
         else:
             q, s = ctx.saved_tensors
-        if ctx.chain:
-            return (None, None, None, *chain_backward_packed(q, grad_g, ctx.sizes))
         dq = cayley_backward_dq(q, grad_g, ctx.terms, s)
         return (None, None, None, *_pack_all(dq, ctx.sizes))
 

@@ -117,10 +117,8 @@ def test_cayley_keep_qs_matches_recompute_and_is_validated(tmp_path, monkeypatch
         assert torch.allclose(grads[k], ref_grads[k], rtol=1e-5, atol=1e-7), k
     # a batched scope honours the setting too: its chunk's Cayley saves Q and S (two dense tensors), and the
     # gradients stay those of the per-layer default
-    from poetx_bench.kernels import rows
     from poetx_bench.kernels.model_cayley import attach
 
-    monkeypatch.setattr(rows, "CAYLEY_CHAIN", "off")  # the chain form keeps Q alone
     batched = _model(0)
     set_cayley_keep(batched, "qs")
     hook = attach(batched, "model")

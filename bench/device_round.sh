@@ -40,7 +40,13 @@ while read -r name args; do
   timeout "$left" "$py" -m poetx_bench sweep $args --out "$W/$name" --resume --quiet > "$W/$name.log" 2>&1 < /dev/null
   rc=$?
   echo "$name rc=$rc $(( $(date +%s) - t0 ))s" | tee -a "$W/rounds.log"
-  [ "$rc" -eq 124 ] && status=3
+  if [ "$rc" -eq 124 ]; then
+    status=3
+    # the point the deadline killed has no row: keep where it got (its log's last progress lines)
+    last=$(ls -t "$W/$name"/points/*.log 2>/dev/null | head -1)
+    [ -n "$last" ] && { echo "  killed point $(basename "$last" .log):"; tail -n 3 "$last" | sed 's/^/    /'; } \
+      | tee -a "$W/rounds.log"
+  fi
   pack
 done < "$queue"
 pack

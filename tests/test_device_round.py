@@ -44,6 +44,21 @@ def test_queue_runs_resumes_and_stops_at_the_deadline(tmp_path):
     assert _round(tmp_path, queue, "soon").returncode == 2
 
 
+def test_a_point_killed_by_the_deadline_leaves_its_progress(tmp_path, monkeypatch):
+    """The deadline kills a sweep mid-point (no row for it): the round's log keeps that point's last
+    progress lines (step and loss), so a long point's partial run is not silent."""
+    suite = tmp_path / "long.toml"
+    suite.write_text(SUITE.replace("steps = 2\n", "steps = 100000\neval_every = 1\neval_batches = 1\n"))
+    queue = tmp_path / "queue.txt"
+    queue.write_text(f"long --suite {suite} --device cpu\n")
+    monkeypatch.setenv("MIN_LEFT_S", "1")  # start the sweep with 25 s left
+    proc = _round(tmp_path, queue, "25")
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    log = (tmp_path / "w" / "rounds.log").read_text()
+    assert "long rc=124" in log and "killed point" in log, log
+    assert "progress: step " in log and "eval loss" in log, log
+
+
 @pytest.mark.parametrize("queue", sorted((ROOT / "bench").glob("*.queue")), ids=lambda p: p.name)
 def test_committed_queues_plan(queue, capsys):
     """Every sweep line of a committed queue plans (a dry run exits 0): a mistyped suite, key or filter value

@@ -71,3 +71,36 @@ def test_train_rows_count_compilation_inside_the_timed_steps(monkeypatch):
     monkeypatch.setattr(training.Trainer, "step", recompiling_step)
     metrics, _ = training.run_train_point(cfg)
     assert calls["n"] == 5 and metrics["compiled_frames_in_timed_steps"] == 3
+
+
+def test_progress_lines_throttle_and_carry_the_losses():
+    """A long point writes where it is to its log: a line at most every `every_s` seconds (fake clock), at
+    every evaluation and at the last step, each with the step's loss."""
+    import io
+
+    from poetx_bench.points.training import ProgressLog
+
+    now = [0.0]
+    out = io.StringIO()
+    log = ProgressLog(every_s=30.0, stream=out, clock=lambda: now[0])
+    for step, t in enumerate([1, 10, 31, 40, 50, 69], start=1):
+        now[0] = float(t)
+        log(step, 8, torch.tensor(5.0 - step / 10), {"step": step, "loss": 4.5, "ppl": 90.0} if step == 4 else None)
+    now[0] = 71.0
+    log(8, 8, torch.tensor(4.0))
+    lines = out.getvalue().splitlines()
+    assert [line.split(",")[0] for line in lines] == ["progress: step 3/8", "progress: step 4/8",
+                                                      "progress: step 8/8"]
+    assert "loss 4.7000" in lines[0] and "eval loss 4.5000 ppl 90.0" in lines[1] and lines[2].endswith("71s")
+
+
+def test_train_point_reports_progress_through_its_hook():
+    """run_train_point calls on_progress once per step with the step's loss and the evaluation it ran."""
+    from poetx_bench.points import training
+
+    seen = []
+    cfg = config("adamw", steps=4, warmup_steps=1, eval_every=2, eval_batches=1)
+    metrics, _ = training.run_train_point(cfg, on_progress=lambda *a: seen.append(a))
+    assert [a[0] for a in seen] == [1, 2, 3, 4, 5] and all(a[1] == 5 for a in seen)
+    assert [float(a[2]) for a in seen] == pytest.approx(metrics["losses"])
+    assert [a[3]["step"] for a in seen if a[3]] == [2, 4] == [e["step"] for e in metrics["eval"]]

@@ -106,9 +106,10 @@ def expand(inp: SuiteInput) -> list[dict]:
 
 def run(cfg: dict, ctx: RunContext) -> Outcome:
     """Train, then judge divergence and (with --profile) run the separate profiled pass."""
-    from .training import run_train_point
+    from .training import ProgressLog, run_train_point
 
-    metrics, trainer = run_train_point(cfg, world=ctx.world)
+    progress = ProgressLog() if ctx.world is None or ctx.world.rank == 0 else None
+    metrics, trainer = run_train_point(cfg, on_progress=progress, world=ctx.world)
     ctx.metrics = metrics  # a failing profiled pass keeps the timed run's metrics
     out = Outcome(metrics)
     if any(not math.isfinite(x) for x in metrics["losses"]):

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import math
+import sys
+import time
 
 import torch
 import torch.nn.functional as F
@@ -204,6 +206,27 @@ def phase_peaks(trainer: Trainer) -> dict:
     return out
 
 
+class ProgressLog:
+    """on_progress for run_train_point: one line to stderr (the point's log) at most every `every_s` seconds,
+    at every evaluation and at the last step, so a long point killed from outside (a machine's deadline)
+    leaves how far it got and its losses so far. Reading the loss syncs the device: outside timed steps,
+    once per line."""
+
+    def __init__(self, every_s: float = 30.0, stream=None, clock=time.monotonic):
+        self.every_s, self.stream, self.clock = every_s, stream, clock
+        self.start = self.last = clock()
+
+    def __call__(self, step: int, total: int, loss, evaluated: dict | None = None) -> None:
+        now = self.clock()
+        if evaluated is None and step < total and now - self.last < self.every_s:
+            return
+        self.last = now
+        line = f"progress: step {step}/{total}, loss {float(loss):.4f}, {now - self.start:.0f}s"
+        if evaluated is not None:
+            line += f", eval loss {evaluated['loss']:.4f} ppl {evaluated['ppl']:.1f}"
+        print(line, file=self.stream or sys.stderr, flush=True)
+
+
 def run_train_point(cfg: dict, on_progress=None, world: World | None = None) -> tuple[dict, Trainer]:
     """Run warm-up + timed steps. Returns (metrics, trainer) — the trainer is reused for profiling.
     In a multi-process point every rank runs this; the metrics are the same on all ranks (rank 0 writes
@@ -243,11 +266,13 @@ def run_train_point(cfg: dict, on_progress=None, world: World | None = None) -> 
         if timed:
             timer.stop()
             frames_in_timed += compiled_frames() - frames
+        evaluated = None
         if eval_every and (i + 1) % eval_every == 0:
             loss, ppl = _eval(trainer.model, val, device, trainer.hook.autocast(device.type))
-            evals.append({"step": i + 1, "loss": loss, "ppl": ppl})
+            evaluated = {"step": i + 1, "loss": loss, "ppl": ppl}
+            evals.append(evaluated)
         if on_progress:
-            on_progress(i + 1, warm + steps)
+            on_progress(i + 1, warm + steps, losses[-1], evaluated)
     times = timer.durations()
     from ..distributed import mean_over_ranks
 

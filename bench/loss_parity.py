@@ -10,8 +10,9 @@ mean losses. The step-to-step noise of one curve is estimated from its first dif
 error sigma / sqrt(window), and a difference of two window means sqrt(sigma_a^2 + sigma_b^2) / sqrt(window).
 Where the files hold the reference configuration under another seed, the largest window difference
 between the two seeds (how far the method moves from itself when only the seed changes) is the other
-yardstick: two implementations with their own initial draws (the official backend draws its own W0 and
-permutations) cannot agree better than that. A pair agrees when every window differs by at most
+yardstick: two implementations with their own draws cannot agree better than that (suite loss-parity
+starts the official backend from our W0 and permutations, `official_init = "ours"`, but each redraws its
+permutations at a merge with its own generator). A pair agrees when every window differs by at most
 max(4 standard errors, that seed spread). Exit 0 when every pair agrees, 1 when one does not, 2 on bad
 input.
 """

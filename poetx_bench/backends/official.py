@@ -99,18 +99,93 @@ class OfficialMergeHook:
         return contextlib.nullcontext()
 
 
-def prepare(model: nn.Module, method: str, block_size: int, device, seed: int | None, merge_every: int):
+INITS = ("own", "ours")
+
+
+def prepare(model: nn.Module, method: str, block_size: int, device, seed: int | None, merge_every: int,
+            init: str = "own"):
     """Materialise our Llama, let poet_torch replace its Linear layers (lm_head excluded, as its default),
-    and build its optimizer. Returns (model, optimizer, hook) like poetx_bench.methods.prepare."""
+    and build its optimizer. Returns (model, optimizer, hook) like poetx_bench.methods.prepare.
+
+    init = "own": its layers keep their own draws (its W0 is our Llama's dense weight with unit rows, its
+    permutations torch.randperm). init = "ours": every weight, W0 and permutation is set to what our POET-X
+    point of the same seed starts from (`transplant`), so a loss-parity run compares the two codes on one
+    starting point, not two draws."""
+    import copy
+
     from poet_torch import POETConfig, get_poet_optimizer, replace_linear_with_poet
 
     from ..reference.models import materialize
 
+    if init not in INITS:
+        raise ValueError(f"official init must be one of {INITS}, got {init!r}")
+    twin = None
+    if init == "ours":
+        if next(model.parameters()).device.type != "meta":
+            raise ValueError("official init 'ours' needs the model on the meta device (built, not materialised)")
+        twin = our_twin(copy.deepcopy(model), method, block_size, device, seed)
     if next(model.parameters()).device.type == "meta":
         materialize(model, device, seed)
     mode = method.split("-")[1]
     config = POETConfig(block_size=block_size, mem_efficient_mode=(mode == "mem"), merge_interval=merge_every)
     replace_linear_with_poet(model, block_size=block_size, exclude_modules=config.exclude_modules,
                              mem_efficient_mode=config.mem_efficient_mode)
+    if twin is not None:
+        transplant(twin, model)
+        del twin
     optimizer = get_poet_optimizer(model, config)
     return model, optimizer, OfficialMergeHook(model, merge_every)
+
+
+def our_twin(meta_model: nn.Module, method: str, block_size: int, device, seed: int | None) -> nn.Module:
+    """Our POET-X model of the same seed, materialised as our own point would be (reference layers: the same
+    parameters, buffers and draws as the Triton backend's, which subclasses them)."""
+    from ..reference.convert import convert_model
+    from ..reference.models import materialize
+
+    convert_model(meta_model, method, block_size)
+    return materialize(meta_model, device, seed)
+
+
+@torch.no_grad()
+def transplant(ours: nn.Module, official: nn.Module) -> int:
+    """Give a poet_torch model exactly our model's starting point; returns how many POET layers were set.
+
+    Ours computes y[:, perm_out] = blocks_out(F.linear(blocks_in(x[:, perm_in]), W0)) with W0 stored permuted
+    (folded) and blocks u_k G_k^T; poet_torch computes y = (blocks(x[:, perm_in_inv] ...) W^T ...)[:, perm_out]
+    with blocks u_k R_k and W stored in the same permuted frame. So: its W = our W0, its perm_in_inv = our
+    perm_in (perm_in = our inv_perm_in), its perm_out = our inv_perm_out (perm_out_inv = our perm_out), and
+    R_k = G_k^T, i.e. its skew parameters are the negatives of ours (both start at zero, and Adam maps a sign
+    flip of every gradient to a sign flip of every update, so they stay negatives while the two agree).
+    Every other parameter and buffer (embeddings, norms, lm_head) is copied by name."""
+    from ..reference.layer_base import POETLayerBase
+
+    mods = dict(official.named_modules())
+    done, poet_names = 0, set()
+    for name, layer in ours.named_modules():
+        if not isinstance(layer, POETLayerBase):
+            continue
+        poet_names.add(name)
+        theirs = mods.get(name)
+        if theirs is None or not hasattr(theirs, "oft_R"):
+            raise ValueError(f"transplant: our POET layer {name!r} has no poet_torch layer of that name (poet_torch "
+                             f"keeps a Linear whose dimensions its block_size does not divide)")
+        if layer.layout_in.tail or layer.layout_out.tail or layer.layout_in.b != theirs.block_size:
+            raise ValueError(f"transplant: {name!r}: block layout {layer.layout_in.b} with tails does not map to "
+                             f"poet_torch's block_size {theirs.block_size}")
+        theirs.weight.copy_(layer.weight.to(theirs.weight.dtype))
+        theirs.perm_in.copy_(layer.inv_perm_in.to(theirs.perm_in.dtype))
+        theirs.perm_in_inv.copy_(layer.perm_in.to(theirs.perm_in_inv.dtype))
+        theirs.perm_out.copy_(layer.inv_perm_out.to(theirs.perm_out.dtype))
+        theirs.perm_out_inv.copy_(layer.perm_out.to(theirs.perm_out_inv.dtype))
+        theirs.oft_R.zero_()
+        done += 1
+    inside = tuple(n + "." for n in poet_names)
+    targets = {**dict(official.named_parameters()), **dict(official.named_buffers())}
+    for name, t in [*ours.named_parameters(), *ours.named_buffers()]:
+        if name.startswith(inside):
+            continue
+        if name not in targets or targets[name].shape != t.shape:
+            raise ValueError(f"transplant: our {name!r} {tuple(t.shape)} has no poet_torch counterpart")
+        targets[name].copy_(t.to(targets[name].dtype))
+    return done

@@ -48,7 +48,7 @@ def get_method(name: str) -> MethodSpec:
 def prepare(model, method: str, block_size: int | None = None, *, device=None, seed: int | None = None,
             merge_every: int | None = None, hparams: dict | None = None, backend: str | None = None,
             block_impl: str = "auto", cayley_keep: str = "params", checkpointing: bool = False,
-            **options) -> Prepared:
+            official_init: str = "own", **options) -> Prepared:
     """Wrap `model` for `method` and build its optimizer and per-step hook (see MethodSpec.build).
 
     `model` may still be on the meta device (reference.models.build_model(meta=True)); it is then converted
@@ -63,7 +63,7 @@ def prepare(model, method: str, block_size: int | None = None, *, device=None, s
     ctx = BuildContext(device=device, seed=seed, merge_every=200 if merge_every is None else merge_every,
                        compute_dtype=options.get("compute_dtype"),
                        backend=backend if spec.uses_backend else None, block_impl=block_impl,
-                       cayley_keep=cayley_keep,
+                       cayley_keep=cayley_keep, official_init=official_init,
                        layer_opts={k: v for k, v in options.items() if k in LAYER_OPTIONS})
     prepared = spec.build(model, block_size, spec.resolve_hparams(hparams), ctx)
     if checkpointing:

@@ -60,6 +60,7 @@ class BuildContext:
     backend: str | None = None
     block_impl: str = "auto"
     cayley_keep: str = "params"
+    official_init: str = "own"  # the official backend's W0 / permutations: its own draws, or ours (parity)
     layer_opts: Mapping[str, Any] = field(default_factory=dict)
 
 

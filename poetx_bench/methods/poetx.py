@@ -17,7 +17,8 @@ def _build(method: str):
         if ctx.backend == "official":
             from ..backends import official
 
-            return Prepared(*official.prepare(model, method, block_size, ctx.device, ctx.seed, ctx.merge_every))
+            return Prepared(*official.prepare(model, method, block_size, ctx.device, ctx.seed, ctx.merge_every,
+                                              init=ctx.official_init))
         if ctx.backend and "poetx_cls" not in ctx.layer_opts:
             from dataclasses import replace
 

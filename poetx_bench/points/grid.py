@@ -15,13 +15,13 @@ GRID_KEYS = {
     "methods": (list, True), "block_sizes": (list, False), "dtype": (str, False), "seed": (int, False),
     "backend": ((str, list), False), "overrides": (dict, False), "repeats": (int, False),
     "warmup_steps": (int, False), "block_impl": (str, False), "compile": ((str, list), False),
-    "cayley_scope": (str, False), "cayley_keep": (str, False),
+    "cayley_scope": (str, False), "cayley_keep": (str, False), "official_init": (str, False),
 }
 # keys a per-method override may change
 OVERRIDABLE = {"steps", "warmup_steps", "dtype", "backend", "merge_every", "timeout", "eval_every",
                "repeats", "max_memory_gb", "block_impl", "compile", "cayley_scope", "cayley_keep", "nproc",
-               "parallel", "checkpointing"}
-TAG_KEYS = ("backend", "compile", "block_impl", "cayley_scope", "cayley_keep", "nproc", "parallel")
+               "parallel", "checkpointing", "official_init"}
+TAG_KEYS = ("backend", "compile", "block_impl", "cayley_scope", "cayley_keep", "official_init", "nproc", "parallel")
 
 
 @dataclass
@@ -111,6 +111,8 @@ def apply_overrides(cfg: dict, overrides: dict, device: str, parallel_default: s
             ours = b == "triton" and ours_backend
             base = {**cfg, "backend": b, "compile": mode,
                     **({} if ours else {"block_impl": "auto", "cayley_scope": "layer", "cayley_keep": "params"})}
+            if "official_init" in base and not (b == "official" and ours_backend):
+                base["official_init"] = "own"  # the official backend's setting: the others keep their ids
             out += parallel_variants(base, parallel_default)
     return out
 

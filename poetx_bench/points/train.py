@@ -41,6 +41,7 @@ class TrainConfig(KindConfig):
     nproc: int = knob(1, added=True)                 # processes (GPUs) per point; > 1 runs under torchrun
     parallel: str = knob("ddp", added=True)          # ddp | fsdp (FSDP2 fully_shard) when nproc > 1
     checkpointing: bool = knob(False, added=True)    # gradient checkpointing of every decoder block
+    official_init: str = knob("own", added=True)     # backend official: its own W0/permutations | ours (same seed)
     measure_merge: bool = knob(False, added=True)    # after the timed steps, time one merge (merge_cost)
     trial: int = knob(0, added=True)                 # k-th separate process of the same point (`trials`)
     vocab_size: int | None = optional()

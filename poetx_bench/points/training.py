@@ -98,6 +98,7 @@ class Trainer:
                                 merge_every=cfg.get("merge_every", 200), hparams=cfg.get("hparams"),
                                 backend=cfg.get("backend", "torch"), block_impl=cfg.get("block_impl", "auto"),
                                 cayley_keep=cfg.get("cayley_keep", "params"), compute_dtype=dtype,
+                                official_init=cfg.get("official_init", "own"),
                                 checkpointing=bool(cfg.get("checkpointing", False)))
         self.model, self.opt, self.hook = self.prepared
         self.step_model = self.model  # what a training step calls: the model, or its DDP / FSDP2 wrapping

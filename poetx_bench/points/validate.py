@@ -13,6 +13,7 @@ BLOCK_IMPL_CHOICES = ("auto", "rows", "fused", "torch")  # kernels.BLOCK_IMPLS (
 COMPILE_CHOICES = ("none", "compile", "cudagraph")
 CAYLEY_SCOPES = ("layer", "block", "model")  # kernels.model_cayley.SCOPES (no triton import here)
 CAYLEY_KEEPS = ("params", "qs")  # kernels.rows.CAYLEY_KEEPS
+OFFICIAL_INITS = ("own", "ours")  # backends.official.INITS
 PARALLEL_CHOICES = ("ddp", "fsdp")  # distributed.PARALLEL_CHOICES (no torch.distributed import here)
 
 
@@ -78,6 +79,8 @@ def validate_fixed(src: Origin, fixed: dict, prefix: str = "") -> None:
         if key == "cayley_scope" and value != "layer" and fixed.get("block_impl", "auto") not in ("auto", "rows"):
             raise err(src, prefix + key, value, f"needs block_impl 'rows' (the batched evaluation per block or model is "
                       f"the row design's Cayley), not {fixed.get('block_impl')!r}")
+        if key == "official_init" and value not in OFFICIAL_INITS:
+            raise err(src, prefix + key, value, f"must be one of {', '.join(OFFICIAL_INITS)}")
         if key == "cayley_keep" and value not in CAYLEY_KEEPS:
             raise err(src, prefix + key, value, f"must be one of {', '.join(CAYLEY_KEEPS)}")
         if key == "block_impl" and value not in BLOCK_IMPL_CHOICES:

@@ -24,7 +24,7 @@ from .schema import OK
 KEY_FIELDS = (
     "kind", "method", "model", "block_size", "seq_len", "batch_size", "dtype", "device",
     "steps", "seed", "in_features", "out_features", "tokens", "backend", "compile", "block_impl",
-    "cayley_scope", "cayley_keep",
+    "cayley_scope", "cayley_keep", "official_init",
     "nproc", "parallel",
 )
 
@@ -121,6 +121,8 @@ class Point:
             out.append(f"cayley/{self.cfg('cayley_scope')}")
         if self.cfg("cayley_keep") not in (None, "params"):
             out.append(f"cayley-keep/{self.cfg('cayley_keep')}")
+        if self.cfg("official_init") not in (None, "own"):
+            out.append(f"init/{self.cfg('official_init')}")
         if self.cfg("compile") not in (None, "none"):
             out.append(str(self.cfg("compile")))
         hparams = self.cfg("hparams")

@@ -42,10 +42,16 @@ while read -r name args; do
   echo "$name rc=$rc $(( $(date +%s) - t0 ))s" | tee -a "$W/rounds.log"
   if [ "$rc" -eq 124 ]; then
     status=3
-    # the point the deadline killed has no row: keep where it got (its log's last progress lines)
-    last=$(ls -t "$W/$name"/points/*.log 2>/dev/null | head -1)
-    [ -n "$last" ] && { echo "  killed point $(basename "$last" .log):"; tail -n 3 "$last" | sed 's/^/    /'; } \
-      | tee -a "$W/rounds.log"
+    # the point the deadline killed has a log and no row: keep where it got (its last progress lines)
+    killed=""
+    for log in $(ls -t "$W/$name"/points/*.log 2>/dev/null); do
+      id=$(basename "$log" .log)
+      grep -q "\"$id\"" "$W/$name/results.jsonl" 2>/dev/null || { killed=$log; break; }
+    done
+    if [ -n "$killed" ]; then
+      { echo "  killed point $(basename "$killed" .log):"
+        { grep '^progress:' "$killed" || tail -n 3 "$killed"; } | tail -n 3 | sed 's/^/    /'; } | tee -a "$W/rounds.log"
+    fi
   fi
   pack
 done < "$queue"

@@ -53,6 +53,13 @@ def test_transplanted_official_layers_compute_our_function():
         if isinstance(layer, POETLayerBase):
             layer.redraw_permutations(g)
     assert official.transplant(ours, theirs) == 7 * 2  # q, k, v, o, gate, up, down in each of tiny's 2 blocks
+    ident = {n: torch.arange(n) for n in (128, 352)}
+    for name, layer in ours.named_modules():  # the buffers its backward and mem mode read, and their inverses
+        if isinstance(layer, POETLayerBase):
+            off = mods[name]
+            assert torch.equal(off.perm_in.long(), layer.inv_perm_in) and torch.equal(off.perm_out_inv.long(), layer.perm_out)
+            assert torch.equal(off.perm_in[off.perm_in_inv.long()].long(), ident[layer.in_features]), name
+            assert torch.equal(off.perm_out[off.perm_out_inv.long()].long(), ident[layer.out_features]), name
     checked = 0
     for name, layer in ours.named_modules():
         if not isinstance(layer, POETLayerBase):
@@ -73,10 +80,13 @@ def test_transplanted_official_layers_compute_our_function():
         assert torch.allclose(got, want, rtol=1e-9, atol=1e-11), (name, (got - want).abs().max())
         checked += 1
     assert checked == 14
-    ours_params = {**dict(ours.named_parameters()), **dict(ours.named_buffers())}
-    for name in ("tok_embeddings.weight", "norm.weight", "output.weight"):
-        if name in ours_params:
-            assert torch.equal(dict(theirs.named_parameters())[name], ours_params[name]), name
+    # every other weight and buffer is ours (embeddings and lm_head are random draws: a missed copy shows)
+    theirs_all = {**dict(theirs.named_parameters()), **dict(theirs.named_buffers())}
+    poet = tuple(n + "." for n, m in ours.named_modules() if isinstance(m, POETLayerBase))
+    others = [(n, t) for n, t in [*ours.named_parameters(), *ours.named_buffers()] if not n.startswith(poet)]
+    assert {"embed_tokens.weight", "lm_head.weight"} <= {n for n, _ in others}
+    for name, t in others:
+        assert torch.equal(theirs_all[name], t), name
 
 
 def test_transplant_refuses_tails():
@@ -111,7 +121,8 @@ def _points(tmp_path, init):
 
 def test_official_init_is_a_key_of_official_rows_only(tmp_path):
     """The setting reaches the official rows (and their ids and labels); our backend's rows keep the default,
-    and so the ids they had before the key existed. A bad value is refused naming the key."""
+    and so the ids they had before the key existed. A bad value is refused naming the key, and so is the key
+    in a layer suite (a layer point builds no model), also as a per-method override."""
     from poetx_bench.points.train import describe
 
     points = _points(tmp_path, "ours")
@@ -123,3 +134,9 @@ def test_official_init_is_a_key_of_official_rows_only(tmp_path):
     assert "official_init=ours" in describe(points["official"]["config"])
     with pytest.raises(UserError, match="official_init"):
         _points(tmp_path, "theirs")
+    layer = tmp_path / "layer.toml"
+    for extra in ('official_init = "ours"', '[overrides.poetx-fast]\nofficial_init = "ours"'):
+        layer.write_text('kind = "layer"\nmethods = ["poetx-fast"]\nshapes = [[64, 64]]\ntokens = [16]\n'
+                         f'block_sizes = [32]\n{extra}\n')
+        with pytest.raises(UserError, match="official_init"):
+            load_suite(str(layer), "cpu")

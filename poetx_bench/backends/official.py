@@ -133,6 +133,8 @@ def prepare(model: nn.Module, method: str, block_size: int, device, seed: int | 
     if twin is not None:
         transplant(twin, model)
         del twin
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()  # the twin's blocks would stay reserved and count in the reserved/NVML peaks
     optimizer = get_poet_optimizer(model, config)
     return model, optimizer, OfficialMergeHook(model, merge_every)
 

@@ -15,7 +15,7 @@ GRID_KEYS = {
     "methods": (list, True), "block_sizes": (list, False), "dtype": (str, False), "seed": (int, False),
     "backend": ((str, list), False), "overrides": (dict, False), "repeats": (int, False),
     "warmup_steps": (int, False), "block_impl": (str, False), "compile": ((str, list), False),
-    "cayley_scope": (str, False), "cayley_keep": (str, False), "official_init": (str, False),
+    "cayley_scope": (str, False), "cayley_keep": (str, False),
 }
 # keys a per-method override may change
 OVERRIDABLE = {"steps", "warmup_steps", "dtype", "backend", "merge_every", "timeout", "eval_every",
@@ -51,9 +51,10 @@ def check_grid(inp: SuiteInput, defaults: dict, known_methods, extra=()) -> Grid
         if not isinstance(ov, dict):
             raise err(src, f"overrides.{m}", ov, "must be a table")
         for k, v in ov.items():
-            if k not in OVERRIDABLE:
+            allowed = sorted(x for x in OVERRIDABLE if x in defaults or x in extra)
+            if k not in allowed:  # a key of another kind (e.g. a train-only key in a layer suite) is refused too
                 raise UserError(f"{src.of('overrides')}: key 'overrides.{m}.{k}' cannot be overridden per method "
-                                f"(allowed: {', '.join(sorted(OVERRIDABLE))})")
+                                f"(allowed: {', '.join(allowed)})")
             validate_fixed(src, {k: v}, prefix=f"overrides.{m}.")
     hparams = check_hparams(inp, raw.get("hparams", {}), methods)
     return Grid(fixed, methods, block_sizes, overrides, hparams)

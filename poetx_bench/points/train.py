@@ -56,6 +56,7 @@ SUITE_KEYS = {
     "merge_every": (int, False), "tokenizer": (str, False), "vocab_size": (int, False),
     "max_memory_gb": ((int, float), False),
     "checkpointing": (bool, False),  # gradient checkpointing per decoder block, any method
+    "official_init": (str, False),  # the official backend's starting W0 / permutations: "own" | "ours"
     "hparams": (dict, False),  # [hparams.METHOD]: the method's own hyperparameters (its schema)
     "nproc": ((int, list), False), "parallel": ((str, list), False),
     "measure_merge": (bool, False),  # time one merge after the timed steps (POET methods): metrics.merge_cost

@@ -193,7 +193,8 @@ def block_sweep_section(points: list[Point], out_dir: Path) -> Section:
         caption = ("Peak memory and tokens/s against block size, one line per model/method "
                    f"(hollow markers: {names.PAPER_CITATION}; x: point did not finish)"
                    + ("; tokens/s divided by the fastest AdamW row of the same model, sequence length and batch "
-                      "on the same machine (dashed: AdamW)." if relative else ".")
+                      "on the same machine (dashed: AdamW)." if relative else
+                      "; absolute tokens/s: some line has no finished AdamW row on its machine to divide by.")
                    + (f" Rows of the `{SWEEP_SUITE}` suite only." if any(p.suite == SWEEP_SUITE for p in points)
                       else ""))
         figure = style.save(fig, frame(data), out_dir, "block_size_sweep", caption)

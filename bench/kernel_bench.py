@@ -355,7 +355,7 @@ BGEMM_CONFIGS = [
 ]
 
 
-def bgemm_sweep(rec, device, dtype, timer, floor_device, b=256, counts=(12, 16, 24, 56, 72)):
+def bgemm_sweep(rec, device, dtype, timer, floor_device, b=256, counts=(12, 16, 24, 56, 72, 144)):
     """Tile configs of the fused Cayley product (two pairs + C + D + I, the forward's second launch) at
     several block counts n: small n leaves SMs idle with big tiles. Restores the default afterwards."""
     import torch
@@ -388,6 +388,22 @@ def bgemm_sweep(rec, device, dtype, timer, floor_device, b=256, counts=(12, 16, 
                 return {**_timing(qq), **_rates(2 * n * b ** 3, 3 * n * b * b * elt, qq[1], dtype, floor_device)}
 
             _guard(rec, {"section": "bgemm", "name": f"cublas_bmm_n{n}", "dim": n * b, "config": None}, run_cublas)
+
+            # the Cayley backward's last launch, dQ (up to a symmetric part) = 2 Gb + 2 S Gb - Sbar Q - Q Sbar:
+            # three pairs as before session 6, or two with the left tile Sbar + Sbar^T (sym_a1, the default now)
+            R.BGEMM_TILE.clear()
+            R.BGEMM_TILE.update(default)
+            forms = {"dq_three_pairs": lambda q=q, s_=s_, c=c: R.bgemm([(2, s_, c), (-1, c, q), (-1, q, c)], c=c, beta=2),
+                     "dq_sym_two_pairs": lambda q=q, s_=s_, c=c: R.bgemm([(2, s_, c), (-1, c, q)], c=c, beta=2,
+                                                                         sym_a1=True)}
+            for name, fn in forms.items():
+                def run_form(fn=fn, n=n, units=3 if name == "dq_three_pairs" else 2):
+                    fn()
+                    qq = timer(fn)
+                    return {**_timing(qq), **_rates(units * 2 * n * b ** 3, 4 * n * b * b * elt, qq[1], dtype,
+                                                    floor_device)}
+
+                _guard(rec, {"section": "bgemm", "name": f"{name}_n{n}", "dim": n * b, "config": None}, run_form)
     finally:
         R.BGEMM_TILE.clear()
         R.BGEMM_TILE.update(default)
@@ -511,7 +527,7 @@ def main(argv=None) -> int:
     ap.add_argument("--sections", default="correctness,layer,rows,kernel",
                     help="comma list of correctness,layer,rows,kernel,sweep,bgemm")
     ap.add_argument("--sweep", action="store_true", help="add the tile-config sweep section")
-    ap.add_argument("--bgemm-counts", default="12,16,24,56,72",
+    ap.add_argument("--bgemm-counts", default="12,16,24,56,72,144",
                     help="block counts n of the bgemm section (blocks of 256)")
     ap.add_argument("--graph", action="store_true",
                     help="time each case replayed as a CUDA graph (device time of kernel chains; rows say timer)")
@@ -590,9 +606,10 @@ def main(argv=None) -> int:
             kernels(rec, device, dtype, args.tokens, dims[1:], [args.main_block], timer, floor_device)
     if "sweep" in sections:
         sweep(rec, device, dtype, args.tokens, shapes[0][0], blocks, timer, floor_device)
-    if "bgemm" in sections and device.type == "cuda":
-        bgemm_sweep(rec, device, dtype, timer, floor_device,
-                    counts=tuple(int(v) for v in args.bgemm_counts.split(",") if v))
+    if "bgemm" in sections:  # on CPU (--cpu-smoke) tiny: the code path, not a timing
+        counts = tuple(int(v) for v in args.bgemm_counts.split(",") if v) if device.type == "cuda" else (2,)
+        bgemm_sweep(rec, device, dtype, timer, floor_device, counts=counts,
+                    **({} if device.type == "cuda" else {"b": 32}))
     print_table(rec.rows)
     n_err = sum(1 for r in rec.rows if "error" in r)
     print(f"\n{len(rec.rows)} records, {n_err} errors, {time.time() - t0:.0f}s -> {rec.path}")

@@ -400,14 +400,18 @@ def skew_pack_grad_kernel(s_ptr, out_ptr, out2_ptr, n_first, b: tl.constexpr, n_
 
 @triton.jit
 def _pair_step(acc, alpha, a_ptr, b_ptr, e_ptr, eta, rows, cols, ks, ke, b: tl.constexpr, PREC: tl.constexpr,
-               UPCAST: tl.constexpr, HAS_E: tl.constexpr):
+               UPCAST: tl.constexpr, HAS_E: tl.constexpr, SYM_A: tl.constexpr = False):
     """acc + alpha A[rows, ks] @ (B + eta E)[ks, cols]: one K step of one pair (E only where ke, else 0).
     alpha scales the A tile before the dot (exact for the powers of two the callers pass), so all pairs share
-    one accumulator; B + eta E is formed tile by tile (one product instead of two)."""
+    one accumulator; B + eta E is formed tile by tile (one product instead of two). SYM_A: the left operand
+    is A + A^T, its tile formed from A[rows, ks] and the transposed load of A[ks, rows]."""
     rm = rows < b
     cm = cols < b
     km = ks < b
     a = tl.load(a_ptr + rows[:, None] * b + ks[None, :], mask=rm[:, None] & km[None, :], other=0.0)
+    if SYM_A:
+        at = tl.load(a_ptr + ks[None, :] * b + rows[:, None], mask=rm[:, None] & km[None, :], other=0.0)
+        a = (a.to(tl.float32) + at.to(tl.float32)).to(a.dtype)
     w = tl.load(b_ptr + ks[:, None] * b + cols[None, :], mask=km[:, None] & cm[None, :], other=0.0)
     if HAS_E:
         e = tl.load(e_ptr + ks[:, None] * b + cols[None, :], mask=ke[:, None] & cm[None, :], other=0.0)
@@ -419,11 +423,13 @@ def _pair_step(acc, alpha, a_ptr, b_ptr, e_ptr, eta, rows, cols, ks, ke, b: tl.c
 
 @triton.jit
 def _pair_product(acc, alpha, a_ptr, b_ptr, rows, cols, b: tl.constexpr, BK: tl.constexpr, PREC: tl.constexpr,
-                  UPCAST: tl.constexpr, e_ptr, eta, HAS_E: tl.constexpr):
-    """acc + alpha A[rows, :] @ (B + eta E)[:, cols] for one pair of dense row-major b x b blocks."""
+                  UPCAST: tl.constexpr, e_ptr, eta, HAS_E: tl.constexpr, SYM_A: tl.constexpr = False):
+    """acc + alpha A[rows, :] @ (B + eta E)[:, cols] for one pair of dense row-major b x b blocks (A + A^T
+    for A with SYM_A)."""
     for k0 in range(0, b, BK):
         ks = k0 + tl.arange(0, BK)
-        acc = _pair_step(acc, alpha, a_ptr, b_ptr, e_ptr, eta, rows, cols, ks, ks < b, b, PREC, UPCAST, HAS_E)
+        acc = _pair_step(acc, alpha, a_ptr, b_ptr, e_ptr, eta, rows, cols, ks, ks < b, b, PREC, UPCAST, HAS_E,
+                         SYM_A)
     return acc
 
 
@@ -450,9 +456,10 @@ def cayley_bgemm_kernel(a0_ptr, b0_ptr, a1_ptr, b1_ptr, a2_ptr, b2_ptr, c_ptr, d
                         alpha0, alpha1, alpha2, beta, delta, gamma, eta, b: tl.constexpr, NP: tl.constexpr,
                         HAS_C: tl.constexpr, HAS_D: tl.constexpr, HAS_E: tl.constexpr, BM: tl.constexpr,
                         BN: tl.constexpr, BK: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr,
-                        ONE_LOOP: tl.constexpr = False):
+                        ONE_LOOP: tl.constexpr = False, SYM_A1: tl.constexpr = False):
     """out_k = sum_{p < NP} alpha_p A_p,k @ B_p,k + beta C_k + delta D_k + gamma I for each block k, where
-    with HAS_E the first pair's right operand is B_0,k + eta E_k.
+    with HAS_E the first pair's right operand is B_0,k + eta E_k, and with SYM_A1 the second pair's left
+    operand is A_1,k + A_1,k^T (formed tile by tile; not with ONE_LOOP).
 
     Every Cayley-Neumann step of rows.py (forward and backward, t = 2 or 3) is one launch of this kernel:
     the sums of products accumulate in one fp32 tile and the additive terms (including the identity) are
@@ -475,7 +482,7 @@ def cayley_bgemm_kernel(a0_ptr, b0_ptr, a1_ptr, b1_ptr, a2_ptr, b2_ptr, c_ptr, d
                             eta, HAS_E)
         if NP > 1:
             acc = _pair_product(acc, alpha1, a1_ptr + off, b1_ptr + off, rows, cols, b, BK, PREC, UPCAST, e_ptr,
-                                eta, False)
+                                eta, False, SYM_A1)
         if NP > 2:
             acc = _pair_product(acc, alpha2, a2_ptr + off, b2_ptr + off, rows, cols, b, BK, PREC, UPCAST, e_ptr,
                                 eta, False)

@@ -61,11 +61,11 @@ def _(s):
 def bgemm(a0: torch.Tensor, b0: torch.Tensor, a1: torch.Tensor | None, b1: torch.Tensor | None,
           a2: torch.Tensor | None, b2: torch.Tensor | None, c: torch.Tensor | None, d: torch.Tensor | None,
           alphas: list[float], beta: float, delta: float, gamma: float, e: torch.Tensor | None = None,
-          eta: float = 0.0) -> torch.Tensor:
+          eta: float = 0.0, sym_a1: bool = False) -> torch.Tensor:
     pairs = [(alpha, a, b) for alpha, a, b in zip(alphas, (a0, a1, a2), (b0, b1, b2))]
-    return R._bgemm(pairs, c, beta, d, delta, gamma, e, eta)
+    return R._bgemm(pairs, c, beta, d, delta, gamma, e, eta, sym_a1)
 
 
 @bgemm.register_fake
-def _(a0, b0, a1, b1, a2, b2, c, d, alphas, beta, delta, gamma, e=None, eta=0.0):
+def _(a0, b0, a1, b1, a2, b2, c, d, alphas, beta, delta, gamma, e=None, eta=0.0, sym_a1=False):
     return a0.new_empty(a0.shape)

@@ -218,10 +218,11 @@ BGEMM_ONE_LOOP = False
 
 
 def bgemm(pairs, c=None, beta: float = 0.0, d=None, delta: float = 0.0, gamma: float = 0.0, e=None,
-          eta: float = 0.0) -> torch.Tensor:
+          eta: float = 0.0, sym_a1: bool = False) -> torch.Tensor:
     """sum_p alpha_p A_p @ B_p + beta C + delta D + gamma I over contiguous (n, b, b) batches of one dtype,
     where the first pair's right operand is B_0 + eta E when `e` is given (formed tile by tile, rounded to
-    the operand dtype once: one product where two would be needed).
+    the operand dtype once: one product where two would be needed), and with `sym_a1` the second pair's left
+    operand is A_1 + A_1^T (likewise: its tile plus the transposed load of the mirrored tile).
 
     pairs: up to three (alpha, A, B), alpha a power of two (the kernel scales the A tile by it, exactly).
     One `cayley_bgemm_kernel` launch where kernels run (fp32 accumulation, the additive terms in its
@@ -230,12 +231,14 @@ def bgemm(pairs, c=None, beta: float = 0.0, d=None, delta: float = 0.0, gamma: f
     if torch.compiler.is_compiling():
         ops = [t for _, A, B in pairs for t in (A, B)] + [None] * (6 - 2 * len(pairs))
         return torch.ops.poetx.bgemm(*ops, c, d, [float(a) for a, _, _ in pairs], float(beta), float(delta),
-                                     float(gamma), e, float(eta))
-    return _bgemm(pairs, c, beta, d, delta, gamma, e, eta)
+                                     float(gamma), e, float(eta), bool(sym_a1))
+    return _bgemm(pairs, c, beta, d, delta, gamma, e, eta, sym_a1)
 
 
 def _bgemm(pairs, c=None, beta: float = 0.0, d=None, delta: float = 0.0, gamma: float = 0.0, e=None,
-           eta: float = 0.0) -> torch.Tensor:
+           eta: float = 0.0, sym_a1: bool = False) -> torch.Tensor:
+    if sym_a1 and len(pairs) < 2:
+        raise ValueError("bgemm: sym_a1 needs a second pair")
     a0 = pairs[0][1]
     n, b, _ = a0.shape
     if use_kernels(a0) and n and b >= 16 and a0.dtype != torch.float64:
@@ -251,17 +254,23 @@ def _bgemm(pairs, c=None, beta: float = 0.0, d=None, delta: float = 0.0, gamma: 
         else:
             cfg = {"BM": 64, "BN": 64, "BK": max(16, min(64, _pow2(b))), "num_warps": 4, "num_stages": 3}
         cfg = {"ONE_LOOP": BGEMM_ONE_LOOP, **cfg}
+        if sym_a1:  # the one-loop variant picks operands per step: no mirrored tile there
+            cfg["ONE_LOOP"] = False
+            if not interp:  # the mirrored tile's registers: 4 warps at 64 x 128 spill 24 B/thread (sm_90, offline)
+                cfg["num_warps"] = max(cfg["num_warps"], 8)
         grid = (n, _cdiv(b, cfg["BM"]), _cdiv(b, cfg["BN"]))
         kernels_for(a0.device).cayley_bgemm_kernel[grid](
             *ops, c.contiguous() if c is not None else ops[0], d.contiguous() if d is not None else ops[0],
             e.contiguous() if e is not None else ops[0], out, *alphas, float(beta), float(delta), float(gamma),
             float(eta), b, len(pairs), c is not None, d is not None, e is not None,
-            PREC=dot_precision(a0.dtype), UPCAST=_upcast(a0), **cfg)
+            PREC=dot_precision(a0.dtype), UPCAST=_upcast(a0), SYM_A1=bool(sym_a1), **cfg)
         return out
     out = None
     for i, (alpha, A, B) in enumerate(pairs):
         if i == 0 and e is not None:
             B = B + eta * e
+        if i == 1 and sym_a1:
+            A = A + A.transpose(-1, -2)
         out = torch.bmm(A, B).mul_(alpha) if out is None else torch.baddbmm(out, A, B, alpha=alpha)
     if c is not None:
         out.add_(c, alpha=beta)
@@ -282,25 +291,29 @@ def square_form_blocks(q: torch.Tensor, t: int, s: torch.Tensor | None = None) -
 
 def square_form_backward_dq(q: torch.Tensor, grad_g: torch.Tensor, t: int,
                             s: torch.Tensor | None = None) -> torch.Tensor:
-    """dL/dQ (dense) of square_form_blocks, with S^T = S and Q^T = -Q:
+    """dL/dQ of square_form_blocks up to a symmetric part, with S^T = S and Q^T = -Q:
     t = 3 (G = I + 2Q + 2S + S B, B = 2Q + S): Sbar = 2Gb + Gb (S - 2Q) + S Gb,  dQ = 2Gb + 2 S Gb - Sbar Q - Q Sbar;
     t = 2 (G = I + 2Q + 2S + Q S):             Sbar = 2Gb - Q Gb,              dQ = 2Gb + Gb S - Sbar Q - Q Sbar.
-    Three launches (S recomputed unless given), 5 or 6 b^3 units."""
+    Only dQ - dQ^T reaches the packed gradient (skew_pack_grad), and there Sbar Q + Q Sbar equals
+    (Sbar + Sbar^T) Q: with U = Sbar + Sbar^T symmetric, (UQ)^T = -QU. So the last launch computes
+    ... - (Sbar + Sbar^T) Q, one product where two were, its left tile formed from Sbar and its mirror
+    (bgemm sym_a1). The result is not dQ itself; pack it. Three launches (S recomputed unless given), 4 or 5
+    b^3 units."""
     gb = grad_g.to(q.dtype).contiguous()
     s = bgemm([(1, q, q)]) if s is None else s
     if t == 2:
         sbar = bgemm([(-1, q, gb)], c=gb, beta=2)
-        return bgemm([(1, gb, s), (-1, sbar, q), (-1, q, sbar)], c=gb, beta=2)
+        return bgemm([(1, gb, s), (-1, sbar, q)], c=gb, beta=2, sym_a1=True)
     sbar = bgemm([(1, gb, s), (1, s, gb)], c=gb, beta=2, e=q, eta=-2)
-    return bgemm([(2, s, gb), (-1, sbar, q), (-1, q, sbar)], c=gb, beta=2)
+    return bgemm([(2, s, gb), (-1, sbar, q)], c=gb, beta=2, sym_a1=True)
 
 
 def cayley_units(terms: int) -> tuple[int, int]:
     """(forward, backward) count of b x b x b products per block: what the kernel bench divides by."""
     if terms == 3:
-        return 2, 6
-    if terms == 2:
         return 2, 5
+    if terms == 2:
+        return 2, 4
     return terms, 3 * terms
 
 

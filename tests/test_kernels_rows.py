@@ -126,21 +126,27 @@ def test_cayley_two_packed_tensors_in_one_batch(device):
 @pytest.mark.parametrize("n_pairs", [1, 2, 3])
 @pytest.mark.parametrize("with_e", [False, True])
 @pytest.mark.parametrize("one_loop", [False, True])
-def test_bgemm_matches_float64(device, b, n_pairs, with_e, one_loop, monkeypatch):
+@pytest.mark.parametrize("sym_a1", [False, True])
+def test_bgemm_matches_float64(device, b, n_pairs, with_e, one_loop, sym_a1, monkeypatch):
     """The fused batched product (pairs, C, D, identity in one launch; with_e: the first right operand is
-    B_0 + eta E) against float64 torch on fresh inputs, the pairs as separate K loops or as one; b = 40
-    exercises the masked tile edges. fp32 operands: within 1e-5."""
+    B_0 + eta E; sym_a1: the second left operand is A_1 + A_1^T) against float64 torch on fresh inputs, the
+    pairs as separate K loops or as one; b = 40 exercises the masked tile edges (and the mirrored tile's).
+    fp32 operands: within 1e-5."""
+    if sym_a1 and n_pairs < 2:
+        pytest.skip("sym_a1 acts on a second pair")
     monkeypatch.setattr(R, "BGEMM_ONE_LOOP", one_loop)
-    g = _gen(b * 10 + n_pairs + 5 * with_e)
+    g = _gen(b * 10 + n_pairs + 5 * with_e + 17 * sym_a1)
     mats = [torch.randn(3, b, b, generator=g, dtype=torch.float64) for _ in range(2 * n_pairs + 3)]
     alphas = [2.0, -1.0, 0.5][:n_pairs]
     eta = -2.0 if with_e else 0.0
     rights = [mats[2 * i + 1] + (eta * mats[-3] if i == 0 else 0) for i in range(n_pairs)]
-    expected = sum(a * (mats[2 * i] @ rights[i]) for i, a in enumerate(alphas))
+    lefts = [mats[2 * i] + (mats[2 * i].transpose(-1, -2) if (i == 1 and sym_a1) else 0) for i in range(n_pairs)]
+    expected = sum(a * (lefts[i] @ rights[i]) for i, a in enumerate(alphas))
     expected = expected + 2 * mats[-2] - 0.5 * mats[-1] + 3 * torch.eye(b, dtype=torch.float64)
     dev = [m.float().to(device) for m in mats]
     got = R.bgemm([(a, dev[2 * i], dev[2 * i + 1]) for i, a in enumerate(alphas)],
-                  c=dev[-2], beta=2, d=dev[-1], delta=-0.5, gamma=3, e=dev[-3] if with_e else None, eta=eta)
+                  c=dev[-2], beta=2, d=dev[-1], delta=-0.5, gamma=3, e=dev[-3] if with_e else None, eta=eta,
+                  sym_a1=sym_a1)
     assert got.dtype == torch.float32
     assert _rel(got, expected) < 1e-5
 

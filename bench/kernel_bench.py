@@ -391,13 +391,17 @@ def bgemm_sweep(rec, device, dtype, timer, floor_device, b=256, counts=(12, 16, 
 
             # the Cayley backward's last launch, dQ (up to a symmetric part) = 2 Gb + 2 S Gb - Sbar Q - Q Sbar:
             # three pairs as before session 6, or two with the left tile Sbar + Sbar^T (sym_a1, the default now)
-            R.BGEMM_TILE.clear()
-            R.BGEMM_TILE.update(default)
-            forms = {"dq_three_pairs": lambda q=q, s_=s_, c=c: R.bgemm([(2, s_, c), (-1, c, q), (-1, q, c)], c=c, beta=2),
-                     "dq_sym_two_pairs": lambda q=q, s_=s_, c=c: R.bgemm([(2, s_, c), (-1, c, q)], c=c, beta=2,
-                                                                         sym_a1=True)}
-            for name, fn in forms.items():
-                def run_form(fn=fn, n=n, units=3 if name == "dq_three_pairs" else 2):
+            # (the sym form runs at 8 warps where 4 spill: the three-pair form at 8 too separates the two changes;
+            # compare times, not TFLOP/s: the rows count 3 and 2 units)
+            three = lambda q=q, s_=s_, c=c: R.bgemm([(2, s_, c), (-1, c, q), (-1, q, c)], c=c, beta=2)  # noqa: E731
+            sym = lambda q=q, c=c, s_=s_: R.bgemm([(2, s_, c), (-1, c, q)], c=c, beta=2, sym_a1=True)  # noqa: E731
+            forms = {"dq_three_pairs": (three, {}), "dq_three_pairs_w8": (three, {"num_warps": 8}),
+                     "dq_sym_two_pairs": (sym, {}), "dq_sym_two_pairs_w4": (sym, {"SYM_WARPS": 4})}
+            for name, (fn, tile) in forms.items():
+                R.BGEMM_TILE.clear()
+                R.BGEMM_TILE.update({**default, **tile})
+
+                def run_form(fn=fn, n=n, units=2 if name.startswith("dq_sym") else 3):
                     fn()
                     qq = timer(fn)
                     return {**_timing(qq), **_rates(units * 2 * n * b ** 3, 4 * n * b * b * elt, qq[1], dtype,

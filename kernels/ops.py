@@ -68,4 +68,6 @@ def bgemm(a0: torch.Tensor, b0: torch.Tensor, a1: torch.Tensor | None, b1: torch
 
 @bgemm.register_fake
 def _(a0, b0, a1, b1, a2, b2, c, d, alphas, beta, delta, gamma, e=None, eta=0.0, sym_a1=False):
+    if sym_a1 and a1 is None:
+        raise ValueError("bgemm: sym_a1 needs a second pair")
     return a0.new_empty(a0.shape)

@@ -254,10 +254,13 @@ def _bgemm(pairs, c=None, beta: float = 0.0, d=None, delta: float = 0.0, gamma: 
         else:
             cfg = {"BM": 64, "BN": 64, "BK": max(16, min(64, _pow2(b))), "num_warps": 4, "num_stages": 3}
         cfg = {"ONE_LOOP": BGEMM_ONE_LOOP, **cfg}
+        if not sym_a1:
+            cfg.pop("SYM_WARPS", None)
         if sym_a1:  # the one-loop variant picks operands per step: no mirrored tile there
             cfg["ONE_LOOP"] = False
-            if not interp:  # the mirrored tile's registers: 4 warps at 64 x 128 spill 24 B/thread (sm_90, offline)
-                cfg["num_warps"] = max(cfg["num_warps"], 8)
+            if not interp and b >= 128:  # BGEMM_TILE's 64 x 128 with the mirrored tile: 4 warps spill 24 B/thread
+                cfg["num_warps"] = max(cfg["num_warps"], cfg.get("SYM_WARPS", 8))  # (sm_90, offline)
+            cfg.pop("SYM_WARPS", None)
         grid = (n, _cdiv(b, cfg["BM"]), _cdiv(b, cfg["BN"]))
         kernels_for(a0.device).cayley_bgemm_kernel[grid](
             *ops, c.contiguous() if c is not None else ops[0], d.contiguous() if d is not None else ops[0],

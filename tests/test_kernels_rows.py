@@ -151,10 +151,27 @@ def test_bgemm_matches_float64(device, b, n_pairs, with_e, one_loop, sym_a1, mon
     assert _rel(got, expected) < 1e-5
 
 
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_bgemm_sym_a1_low_precision(device, dtype):
+    """sym_a1 in 16-bit operands at a ragged block (b = 48: partial tiles, the mirrored tile's masks): the left
+    tile A_1 + A_1^T is summed in fp32 and rounded once, so against float64 the result sits within the
+    operands' own rounding (bf16 2^-8, fp16 2^-11 relative, summed over a few terms): 1e-2 / 2e-3."""
+    b = 48
+    g = _gen(48 + (dtype == torch.float16))
+    mats = [torch.randn(4, b, b, generator=g, dtype=torch.float64) for _ in range(5)]
+    lo = [m.to(dtype).to(device) for m in mats]
+    exact = [m.to(dtype).double() for m in mats]  # the rounded operands, multiplied exactly
+    expected = 2 * exact[0] @ exact[1] - (exact[2] + exact[2].transpose(-1, -2)) @ exact[3] + 2 * exact[4]
+    got = R.bgemm([(2, lo[0], lo[1]), (-1, lo[2], lo[3])], c=lo[4], beta=2, sym_a1=True)
+    assert got.dtype == dtype
+    assert _rel(got, expected) < (1e-2 if dtype == torch.bfloat16 else 2e-3)
+
+
 def test_cayley_bf16_tolerance():
     """bf16 parameters: products in bf16 with fp32 accumulation (as the official implementation). Against
     float64 the blocks land within 1e-2 and the gradient within 3e-2 (relative Frobenius): each of the
-    ~3 chained products rounds to bf16 (2^-8 relative), and the gradient sums four such products."""
+    ~3 chained products rounds to bf16 (2^-8 relative), and the gradient sums a few such products."""
     b = 64
     g = _gen(11)
     packed64 = (torch.randn(4, num_skew_params(b), generator=g, dtype=torch.float64) * 0.05).requires_grad_()

@@ -254,13 +254,11 @@ def _bgemm(pairs, c=None, beta: float = 0.0, d=None, delta: float = 0.0, gamma: 
         else:
             cfg = {"BM": 64, "BN": 64, "BK": max(16, min(64, _pow2(b))), "num_warps": 4, "num_stages": 3}
         cfg = {"ONE_LOOP": BGEMM_ONE_LOOP, **cfg}
-        if not sym_a1:
-            cfg.pop("SYM_WARPS", None)
+        sym_warps = cfg.pop("SYM_WARPS", 8)  # BGEMM_TILE's 64 x 128 with the mirrored tile: 4 warps spill 24 B/thread
         if sym_a1:  # the one-loop variant picks operands per step: no mirrored tile there
             cfg["ONE_LOOP"] = False
-            if not interp and b >= 128:  # BGEMM_TILE's 64 x 128 with the mirrored tile: 4 warps spill 24 B/thread
-                cfg["num_warps"] = max(cfg["num_warps"], cfg.get("SYM_WARPS", 8))  # (sm_90, offline)
-            cfg.pop("SYM_WARPS", None)
+            if not interp and b >= 128:  # (sm_90, offline compile)
+                cfg["num_warps"] = sym_warps
         grid = (n, _cdiv(b, cfg["BM"]), _cdiv(b, cfg["BN"]))
         kernels_for(a0.device).cayley_bgemm_kernel[grid](
             *ops, c.contiguous() if c is not None else ops[0], d.contiguous() if d is not None else ops[0],
@@ -391,9 +389,8 @@ class CayleyFunction(torch.autograd.Function):
             ctx.save_for_backward(*packed)
             return cayley_forward(q, terms)
         s = bgemm([(1, q, q)]) if terms in SQUARE_FORM_TERMS else None
-        g = cayley_forward(q, terms, s)
         ctx.save_for_backward(q, s)
-        return g
+        return cayley_forward(q, terms, s)
 
     @staticmethod
     def backward(ctx, grad_g):

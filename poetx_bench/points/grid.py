@@ -22,6 +22,10 @@ OVERRIDABLE = {"steps", "warmup_steps", "dtype", "backend", "merge_every", "time
                "repeats", "max_memory_gb", "block_impl", "compile", "cayley_scope", "cayley_keep", "nproc",
                "parallel", "checkpointing", "official_init"}
 TAG_KEYS = ("backend", "compile", "block_impl", "cayley_scope", "cayley_keep", "official_init", "nproc", "parallel")
+# keys that choose among one POET-X backend's own implementations, with their defaults: a point of any other
+# backend (or of a method without one) keeps the defaults, and so the id it had before the key existed
+BACKEND_KEYS = {"triton": {"block_impl": "auto", "cayley_scope": "layer", "cayley_keep": "params"},
+                "official": {"official_init": "own"}}
 
 
 @dataclass
@@ -45,14 +49,14 @@ def check_grid(inp: SuiteInput, defaults: dict, known_methods, extra=()) -> Grid
             raise err(src, "methods", m, f"is not a known method (known: {', '.join(known_methods)})")
     block_sizes = positive_ints(src, "block_sizes", raw.get("block_sizes", [256]))
     overrides = raw.get("overrides", {})
+    allowed = sorted(x for x in OVERRIDABLE if x in defaults or x in extra)  # this kind's own keys only
     for m, ov in overrides.items():
         if m not in methods:
             raise err(src, "overrides", m, "is not one of this suite's methods")
         if not isinstance(ov, dict):
             raise err(src, f"overrides.{m}", ov, "must be a table")
         for k, v in ov.items():
-            allowed = sorted(x for x in OVERRIDABLE if x in defaults or x in extra)
-            if k not in allowed:  # a key of another kind (e.g. a train-only key in a layer suite) is refused too
+            if k not in allowed:  # also a key of another kind (e.g. a train-only key in a layer suite)
                 raise UserError(f"{src.of('overrides')}: key 'overrides.{m}.{k}' cannot be overridden per method "
                                 f"(allowed: {', '.join(allowed)})")
             validate_fixed(src, {k: v}, prefix=f"overrides.{m}.")
@@ -107,13 +111,10 @@ def apply_overrides(cfg: dict, overrides: dict, device: str, parallel_default: s
         side_by_side = isinstance(cfg["backend"], list) or isinstance(cfg["compile"], list)
         modes = ["none"] if b == "official" and side_by_side else compiles
         for mode in dict.fromkeys(modes):
-            # block_impl / cayley_scope choose among our Triton backend's implementations; elsewhere they stay
-            # at their defaults
-            ours = b == "triton" and ours_backend
-            base = {**cfg, "backend": b, "compile": mode,
-                    **({} if ours else {"block_impl": "auto", "cayley_scope": "layer", "cayley_keep": "params"})}
-            if "official_init" in base and not (b == "official" and ours_backend):
-                base["official_init"] = "own"  # the official backend's setting: the others keep their ids
+            base = {**cfg, "backend": b, "compile": mode}
+            for owner, keys in BACKEND_KEYS.items():
+                if not (owner == b and ours_backend):
+                    base.update({k: v for k, v in keys.items() if k in base})
             out += parallel_variants(base, parallel_default)
     return out
 
